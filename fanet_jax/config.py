@@ -1,0 +1,153 @@
+"""The experiment configuration: one typed, frozen dataclass, and its overrides.
+
+An experiment file (`experiments/<name>.py`) returns a `Config` from `get_config()`.
+The dataclass is frozen and has no free-form fields, so a misspelt override fails
+at once instead of being silently ignored (STYLE.md rule 1). Library code receives
+plain values taken from the config; models never see it.
+"""
+import ast
+import dataclasses
+import importlib
+import json
+import os
+import typing
+from typing import Any, Optional
+
+# mmsegmentation's ImageNet statistics, RGB order (SPEC section 4).
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+class ConfigError(ValueError):
+  """An unknown experiment, an unknown config key or a malformed value."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Everything one training + evaluation run needs. Defaults: SPEC section 4."""
+  # Data.
+  dataset: str = 'zero_waste_f'
+  dataset_config: Optional[str] = None  # TFDS builder config, e.g. 'demo'.
+  data_dir: str = 'data/tensorflow_datasets'
+  manual_dir: Optional[str] = None  # Where ZeroWaste-f was unpacked.
+  num_classes: int = 5
+  ignore_index: int = 255
+  train_split: str = 'train'
+  eval_split: str = 'val'
+  test_split: str = 'test'
+  crop_size: tuple[int, int] = (512, 512)
+  img_scale: tuple[int, int] = (2048, 512)
+  ratio_range: tuple[float, float] = (0.5, 2.0)
+  cat_max_ratio: float = 0.75
+  flip_prob: float = 0.5
+  photometric: bool = True
+  size_divisor: int = 32
+  mean: tuple[float, float, float] = IMAGENET_MEAN
+  std: tuple[float, float, float] = IMAGENET_STD
+  worker_count: int = 2  # grain worker processes per JAX process.
+  # Model.
+  model: str = 'fanet_tiny_upernet'
+  model_kwargs: dict = dataclasses.field(default_factory=dict)
+  aux_weight: float = 0.5
+  # Optimisation: AdamW, linear warm-up then poly decay (mmseg PolyLrUpdaterHook).
+  batch_size: int = 2  # Global, over all processes and devices.
+  num_steps: int = 40_000
+  learning_rate: float = 9e-5
+  betas: tuple[float, float] = (0.9, 0.999)
+  weight_decay: float = 1e-3
+  warmup_steps: int = 1500
+  warmup_ratio: float = 1e-6
+  poly_power: float = 0.95
+  min_learning_rate: float = 1e-7
+  # Loop, evaluation and checkpoints.
+  eval_every: int = 4000
+  eval_batch_size: int = 1  # Global; rounded up to a multiple of the devices.
+  checkpoint_every: int = 4000
+  keep_checkpoints: int = 3
+  log_every: int = 50
+  seed: int = 0
+
+
+def _parse_value(key: str, text: str, annotation: Any) -> Any:
+  """Parses the text of an override for the field `key` of the given type."""
+  origin = typing.get_origin(annotation)
+  args = typing.get_args(annotation)
+  if annotation is str:
+    return text
+  if origin is typing.Union and type(None) in args:  # Optional[X]
+    if text.lower() in ('none', 'null', ''):
+      return None
+    inner = next(a for a in args if a is not type(None))
+    return _parse_value(key, text, inner)
+  if annotation is bool:
+    if text.lower() in ('true', '1', 'yes'):
+      return True
+    if text.lower() in ('false', '0', 'no'):
+      return False
+    raise ConfigError(f'{key}: expected true or false, got {text!r}')
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError) as e:
+    raise ConfigError(f'{key}: cannot parse {text!r} ({e})') from None
+  if annotation is float and isinstance(value, int):
+    value = float(value)
+  if origin is tuple and isinstance(value, (list, tuple)):
+    value = tuple(value)
+  expected = origin or annotation
+  if not isinstance(value, expected):
+    raise ConfigError(
+        f'{key}: expected {getattr(expected, "__name__", expected)}, got {text!r}')
+  return value
+
+
+def apply_overrides(config: Config, overrides: list[str]) -> Config:
+  """Returns `config` with `key=value` overrides applied.
+
+  Args:
+    config: the experiment's config.
+    overrides: strings `key=value`; values are Python literals (`crop_size=(64,64)`,
+      `model_kwargs={'use_scm': False}`), plain text for string fields.
+
+  Returns:
+    A new Config.
+
+  Raises:
+    ConfigError: an unknown key (the message lists the valid ones) or a bad value.
+  """
+  fields = {f.name: f for f in dataclasses.fields(Config)}
+  hints = typing.get_type_hints(Config)
+  changes = {}
+  for item in overrides:
+    key, sep, text = item.partition('=')
+    key = key.strip()
+    if not sep:
+      raise ConfigError(f'override {item!r} is not of the form key=value')
+    if key not in fields:
+      raise ConfigError(f'unknown config key {key!r}; valid keys: '
+                        f'{", ".join(sorted(fields))}')
+    changes[key] = _parse_value(key, text.strip(), hints[key])
+  return dataclasses.replace(config, **changes)
+
+
+def load_experiment(name: str) -> Config:
+  """Imports `experiments/<name>.py` and returns its `get_config()`.
+
+  Raises:
+    ConfigError: no such experiment; the message lists the available ones.
+  """
+  available = list_experiments()
+  if name not in available:
+    raise ConfigError(f'unknown experiment {name!r}; available: {", ".join(available)}')
+  return importlib.import_module(f'experiments.{name}').get_config()
+
+
+def list_experiments() -> list[str]:
+  """Names of the experiment files in `experiments/`."""
+  folder = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'experiments')
+  return sorted(f[:-3] for f in os.listdir(folder)
+                if f.endswith('.py') and not f.startswith('_'))
+
+
+def to_json(config: Config) -> str:
+  """The resolved config as indented JSON (written into the workdir)."""
+  return json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True)

@@ -1,0 +1,60 @@
+"""Segmentation losses (SPEC section 2: FANet recipe).
+
+Cross-entropy with an ignore index, averaged over the pixels that are not ignored
+(mmsegmentation's `CrossEntropyLoss` with `avg_non_ignore=True`), optionally with
+per-class weights. The auxiliary FCN head adds the same loss with weight 0.5.
+"""
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, *, ignore_index: int = 255,
+                  class_weights: Optional[Sequence[float]] = None) -> jax.Array:
+  """Softmax cross-entropy averaged over non-ignored pixels.
+
+  Args:
+    logits: (..., num_classes) unnormalised scores, at the labels' resolution.
+    labels: (...) integer class ids; `ignore_index` marks pixels that count for nothing.
+    ignore_index: the label value to ignore.
+    class_weights: optional per-class weights; the mean is then weighted like
+      PyTorch's `CrossEntropyLoss(weight=...)` (divided by the summed weights).
+
+  Returns:
+    The scalar mean loss (0 when every pixel is ignored).
+  """
+  logits = logits.astype(jnp.float32)
+  valid = labels != ignore_index
+  safe_labels = jnp.where(valid, labels, 0)
+  log_probs = jax.nn.log_softmax(logits, axis=-1)
+  nll = -jnp.take_along_axis(log_probs, safe_labels[..., None], axis=-1)[..., 0]
+  weight = valid.astype(jnp.float32)
+  if class_weights is not None:
+    weight = weight * jnp.asarray(class_weights, jnp.float32)[safe_labels]
+  return jnp.sum(nll * weight) / jnp.maximum(jnp.sum(weight), 1e-12)
+
+
+def segmentation_loss(logits: jax.Array, aux_logits: Optional[jax.Array],
+                      labels: jax.Array, *, aux_weight: float = 0.5,
+                      ignore_index: int = 255) -> tuple[jax.Array, dict]:
+  """Decode-head loss plus the weighted auxiliary-head loss.
+
+  Args:
+    logits: (B, H, W, C) decode-head logits at the label size.
+    aux_logits: (B, H, W, C) auxiliary-head logits, or None.
+    labels: (B, H, W) integer labels.
+    aux_weight: weight of the auxiliary loss (0.5 in the FANet reference config).
+    ignore_index: label value to ignore.
+
+  Returns:
+    (total loss, dict of the parts for logging).
+  """
+  decode = cross_entropy(logits, labels, ignore_index=ignore_index)
+  parts = {'decode_loss': decode}
+  total = decode
+  if aux_logits is not None:
+    aux = cross_entropy(aux_logits, labels, ignore_index=ignore_index)
+    parts['aux_loss'] = aux
+    total = total + aux_weight * aux
+  return total, parts
