@@ -1,0 +1,92 @@
+"""Checkpoints: a small wrapper around Orbax's `CheckpointManager` (STYLE.md rule 6).
+
+`workdir/checkpoints/<step>/` holds the train state and, when given, the grain data
+iterator's position (one small file per process), so a resumed run sees exactly the
+batches it would have seen. `workdir/best/<step>/` keeps the single best-mIoU state
+apart from the rolling ones. Restores always go into an explicit abstract target, so
+the shardings of the restored arrays are the caller's (a checkpoint written on 8
+devices restores on 1).
+"""
+import os
+from typing import Any, Optional
+
+import grain.python as grain
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+  """Rolling checkpoints every `save_every` steps, the last `keep` kept, plus the best.
+
+  Args:
+    workdir: the experiment's working directory.
+    save_every: save interval in steps (a forced save ignores it).
+    keep: how many rolling checkpoints to keep.
+  """
+
+  def __init__(self, workdir: str, *, save_every: int, keep: int):
+    workdir = os.path.abspath(workdir)
+    self._manager = ocp.CheckpointManager(
+        os.path.join(workdir, 'checkpoints'),
+        options=ocp.CheckpointManagerOptions(
+            save_interval_steps=save_every, max_to_keep=keep, create=True))
+    self._best = ocp.CheckpointManager(
+        os.path.join(workdir, 'best'),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=1, best_fn=lambda m: m['mIoU'], best_mode='max', create=True))
+
+  def latest_step(self) -> Optional[int]:
+    """The newest rolling checkpoint's step, or None."""
+    return self._manager.latest_step()
+
+  def save(self, step: int, state: Any, data_iterator: Optional[Any] = None, *,
+           force: bool = False) -> bool:
+    """Saves `state` (and the data position) if `step` is due or `force` is set.
+
+    Returns:
+      Whether a checkpoint was started (saving runs in the background).
+    """
+    items = {'state': ocp.args.StandardSave(state)}
+    if data_iterator is not None:
+      items['data'] = grain.PyGrainCheckpointSave(data_iterator)
+    return self._manager.save(step, args=ocp.args.Composite(**items), force=force)
+
+  def restore(self, abstract_state: Any, data_iterator: Optional[Any] = None,
+              step: Optional[int] = None) -> Any:
+    """Restores the state of `step` (default: latest) into `abstract_state`'s shapes,
+    dtypes and shardings; moves `data_iterator` to the saved position if given."""
+    step = self._manager.latest_step() if step is None else step
+    items = {'state': ocp.args.StandardRestore(abstract_state)}
+    if data_iterator is not None:
+      items['data'] = grain.PyGrainCheckpointRestore(data_iterator)
+    return self._manager.restore(step, args=ocp.args.Composite(**items))['state']
+
+  def save_best(self, step: int, state: Any, metrics: dict) -> bool:
+    """Keeps `state` in `best/` if its `metrics['mIoU']` beats the stored best."""
+    return self._best.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state)), metrics={'mIoU': float(metrics['mIoU'])},
+        force=True)
+
+  def best_step(self) -> Optional[int]:
+    """Step of the best checkpoint, or None."""
+    return self._best.best_step()
+
+  def restore_best(self, abstract_state: Any) -> Any:
+    """Restores the best state into `abstract_state`."""
+    return self._best.restore(self._best.best_step(), args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state)))['state']
+
+  def wait(self):
+    """Blocks until background saves are on disk."""
+    self._manager.wait_until_finished()
+    self._best.wait_until_finished()
+
+  def close(self):
+    """Waits for pending saves and releases the managers."""
+    self._manager.close()
+    self._best.close()
+
+
+def abstract_like(tree: Any) -> Any:
+  """Shape/dtype/sharding structs of a pytree of arrays (a restore target)."""
+  return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)

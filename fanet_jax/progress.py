@@ -1,0 +1,90 @@
+"""What a run reports as it goes: a console progress bar and a JSON-lines log.
+
+Only process 0 writes; the others construct disabled instances, so the training
+loop needs no `if process_index == 0` around every call.
+"""
+import json
+import os
+import time
+from typing import Optional
+
+from tqdm import tqdm
+
+METRICS_FILE = 'metrics.jsonl'
+
+
+class MetricWriter:
+  """Appends `{"step": ..., **metrics}` lines to `workdir/metrics.jsonl`.
+
+  On resume, lines from steps after the restored checkpoint (written by the run that
+  died before it could checkpoint them) are dropped, so the log matches the state.
+
+  Args:
+    workdir: the run's directory.
+    enabled: whether this process writes.
+    resume_step: the step training resumes from (0 for a fresh run).
+  """
+
+  def __init__(self, workdir: str, *, enabled: bool = True, resume_step: int = 0):
+    self._file = None
+    if not enabled:
+      return
+    path = os.path.join(workdir, METRICS_FILE)
+    kept = []
+    if os.path.exists(path):
+      with open(path) as f:
+        kept = [line for line in f if line.strip()
+                and json.loads(line).get('step', 0) <= resume_step]
+    with open(path, 'w') as f:
+      f.writelines(kept)
+    self._file = open(path, 'a')
+
+  def write(self, step: int, metrics: dict):
+    """Writes one line (no-op on processes other than 0)."""
+    if self._file is None:
+      return
+    self._file.write(json.dumps({'step': step, 'time': time.time(), **metrics}) + '\n')
+    self._file.flush()
+
+  def close(self):
+    if self._file is not None:
+      self._file.close()
+      self._file = None
+
+
+class ProgressBar:
+  """tqdm bar over training steps showing loss, images/second and the ETA.
+
+  Args:
+    start_step: the step the run starts (or resumes) from.
+    num_steps: the last step.
+    batch_size: global batch size, for images/second.
+    enabled: whether this process shows the bar.
+  """
+
+  def __init__(self, start_step: int, num_steps: int, batch_size: int, *,
+               enabled: bool = True):
+    self._batch_size = batch_size
+    self._bar = tqdm(total=num_steps, initial=start_step, unit='step',
+                     dynamic_ncols=True, disable=not enabled, smoothing=0.1)
+    self._last: Optional[tuple[int, float]] = None
+
+  def update(self, step: int, scalars: Optional[dict] = None):
+    """Moves the bar to `step`; with `scalars`, refreshes the shown figures."""
+    self._bar.update(step - self._bar.n)
+    if scalars is None:
+      return
+    now = time.perf_counter()
+    shown = {'loss': f'{scalars["loss"]:.4f}', 'lr': f'{scalars["lr"]:.2e}'}
+    if self._last is not None and step > self._last[0]:
+      rate = (step - self._last[0]) * self._batch_size / (now - self._last[1])
+      shown['img/s'] = f'{rate:.1f}'
+    self._last = (step, now)
+    self._bar.set_postfix(shown, refresh=True)
+
+  def pause(self):
+    """Forgets the throughput window (evaluation is not training time)."""
+    self._last = None
+
+  def close(self):
+    self._bar.close()

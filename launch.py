@@ -1,0 +1,60 @@
+"""Entry point: `python launch.py [--experiment NAME] [--workdir DIR] [--set key=value ...]`.
+
+Loads `experiments/<NAME>.py:get_config()` (default: `demo`), applies the overrides
+(unknown keys fail with the list of valid ones), writes the resolved config into
+the workdir and calls `fanet_jax.trainer.train_and_evaluate`. Running the same
+command again resumes from the workdir's newest checkpoint.
+"""
+import argparse
+import os
+import sys
+
+
+def parse_args(argv):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--experiment', default='demo',
+                      help='name of a file in experiments/ (default: demo)')
+  parser.add_argument('--workdir', default=None,
+                      help='checkpoints and logs go here (default: workdirs/<experiment>)')
+  parser.add_argument('--set', dest='overrides', action='append', nargs='+', default=[],
+                      metavar='KEY=VALUE', help='override config fields, e.g. '
+                      '--set num_steps=100 crop_size=(64,64)')
+  return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  # Imported after argument parsing so that `--help` answers at once.
+  from absl import flags
+
+  from fanet_jax import config as config_lib
+  from input_pipeline.errors import DataError
+
+  flags.FLAGS.mark_as_parsed()  # grain's worker processes read absl flags.
+  workdir = args.workdir or os.path.join('workdirs', args.experiment)
+  try:
+    config = config_lib.load_experiment(args.experiment)
+    config = config_lib.apply_overrides(
+        config, [item for group in args.overrides for item in group])
+  except config_lib.ConfigError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+
+  import jax
+
+  from fanet_jax import trainer
+
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config_lib.to_json(config))
+  try:
+    trainer.train_and_evaluate(config, workdir)
+  except DataError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
