@@ -1,0 +1,127 @@
+"""Model factory: the one name table of fanet-jax models (SPEC.md sections 1-2).
+
+`create('fanet_tiny_upernet', num_classes=5)` builds the paper's segmentor. Overrides
+are routed by field name: each key goes to every component (backbone, decode head,
+auxiliary head, classifier / segmentor) with a dataclass field of that name, so
+`num_classes` reaches both heads and `dtype` every component; a key no component
+has raises ValueError. Segmentors also take `use_auxiliary_head`.
+"""
+import dataclasses
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from fanet_jax.models import fanet
+from fanet_jax.models.classifier import ImageClassifier
+from fanet_jax.models.segmentor import EncoderDecoder
+from fanet_jax.models.upernet import FCNHead, UPerHead
+
+# Fields that hold submodules or Flax bookkeeping, never overridable values.
+_NOT_OVERRIDABLE = {'parent', 'name', 'backbone', 'decode_head', 'auxiliary_head'}
+
+
+def _fields(cls: type) -> set:
+  return {f.name for f in dataclasses.fields(cls)} - _NOT_OVERRIDABLE
+
+
+def _route(overrides: dict, components: dict, builder_keys: tuple = ()) -> dict:
+  """Splits `overrides` by component.
+
+  Args:
+    overrides: field name -> value.
+    components: role -> module class.
+    builder_keys: keys the builder itself takes (only listed in the error).
+
+  Returns:
+    role -> {field: value} for the fields that class has.
+
+  Raises:
+    ValueError: a key that no component has.
+  """
+  valid = set().union(*(_fields(cls) for cls in components.values()))
+  unknown = sorted(set(overrides) - valid)
+  if unknown:
+    raise ValueError(f'unknown model override(s) {unknown}; valid keys: '
+                     f'{sorted(valid | set(builder_keys))}')
+  return {role: {k: v for k, v in overrides.items() if k in _fields(cls)}
+          for role, cls in components.items()}
+
+
+def _backbone(variant: dict, **overrides) -> nn.Module:
+  kw = _route(overrides, {'backbone': fanet.FANet})['backbone']
+  return fanet.FANet(**{**variant, **kw})
+
+
+def _classifier(variant: dict, **overrides) -> nn.Module:
+  kw = _route(overrides, {'backbone': fanet.FANet, 'classifier': ImageClassifier})
+  return ImageClassifier(fanet.FANet(**{**variant, **kw['backbone']}), **kw['classifier'])
+
+
+def _upernet(variant: dict, head_channels: int, use_auxiliary_head: bool = True,
+             **overrides) -> nn.Module:
+  kw = _route(overrides, {'backbone': fanet.FANet, 'decode_head': UPerHead,
+                          'auxiliary_head': FCNHead, 'segmentor': EncoderDecoder},
+              builder_keys=('use_auxiliary_head',))
+  head = lambda cls, role: cls(**{'channels': head_channels, **kw[role]})
+  aux = head(FCNHead, 'auxiliary_head') if use_auxiliary_head else None
+  return EncoderDecoder(fanet.FANet(**{**variant, **kw['backbone']}),
+                        head(UPerHead, 'decode_head'), aux, **kw['segmentor'])
+
+
+# The name table. Head channels: 256 as in the paper; 64 / 16 for the CPU variants.
+_MODELS = {
+    'fanet_tiny': functools.partial(_backbone, fanet.TINY),
+    'fanet_tiny_classifier': functools.partial(_classifier, fanet.TINY),
+    'fanet_tiny_upernet': functools.partial(_upernet, fanet.TINY, 256),
+    'fanet_micro': functools.partial(_backbone, fanet.MICRO),
+    'fanet_micro_classifier': functools.partial(_classifier, fanet.MICRO),
+    'fanet_micro_upernet': functools.partial(_upernet, fanet.MICRO, 64),
+    'fanet_test': functools.partial(_backbone, fanet.TEST),
+    'fanet_test_classifier': functools.partial(_classifier, fanet.TEST),
+    'fanet_test_upernet': functools.partial(_upernet, fanet.TEST, 16),
+}
+
+
+def available() -> list[str]:
+  """Returns: the model names `create` accepts, sorted."""
+  return sorted(_MODELS)
+
+
+def create(name: str, **overrides) -> nn.Module:
+  """Builds a model by name.
+
+  Args:
+    name: one of `available()`.
+    **overrides: field values routed by name to the components that have them
+      (e.g. `num_classes`, `use_scm`, `drop_path_rate`, `dtype`, `conv_impl`);
+      segmentors also accept `use_auxiliary_head` (default True).
+
+  Returns:
+    An unbound flax Module.
+
+  Raises:
+    ValueError: unknown name or override key.
+  """
+  if name not in _MODELS:
+    raise ValueError(f'unknown model {name!r}; available: {available()}')
+  return _MODELS[name](**overrides)
+
+
+def count_params(variables_or_params: Any) -> int:
+  """Number of parameters (array or ShapeDtypeStruct leaves of `params`).
+
+  Args:
+    variables_or_params: a variables dict with a 'params' collection, or a params
+      tree itself.
+
+  Returns:
+    The total element count of the params leaves.
+  """
+  tree = variables_or_params
+  if isinstance(tree, dict) or hasattr(tree, 'keys'):
+    if 'params' in tree:
+      tree = tree['params']
+  return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(tree)))
