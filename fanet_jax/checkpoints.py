@@ -51,6 +51,15 @@ class Checkpointer:
       items['data'] = grain.PyGrainCheckpointSave(data_iterator)
     return self._manager.save(step, args=ocp.args.Composite(**items), force=force)
 
+  def save_now(self, step: int, state: Any, data_iterator: Optional[Any] = None):
+    """Saves at once, unless `step` is already saved; waits until it is on disk.
+
+    For exits (pre-emption, Ctrl-C), where the run must not end before the save does.
+    """
+    if self._manager.latest_step() != step:
+      self.save(step, state, data_iterator, force=True)
+    self.close()
+
   def restore(self, abstract_state: Any, data_iterator: Optional[Any] = None,
               step: Optional[int] = None) -> Any:
     """Restores the state of `step` (default: latest) into `abstract_state`'s shapes,

@@ -172,13 +172,11 @@ def train_and_evaluate(config: Config, workdir: str) -> dict:
           print(f'\n{config.eval_split} split at step {step}:')
           print(metrics_lib.format_table(val))
       if stop.requested:
-        ckpt.save(step, state, data_iter, force=True)
-        ckpt.close()
+        ckpt.save_now(step, state, data_iter)
         raise SystemExit(f'Stopped by SIGTERM at step {step}; checkpoint saved. '
                          'Run the same command again to resume.')
   except KeyboardInterrupt:
-    ckpt.save(step, state, data_iter, force=True)
-    ckpt.close()
+    ckpt.save_now(step, state, data_iter)
     raise SystemExit(f'Interrupted at step {step}; checkpoint saved. '
                      'Run the same command again to resume.') from None
   finally:

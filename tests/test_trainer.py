@@ -1,0 +1,90 @@
+"""End to end on the tiny synthetic data set: train, evaluate, checkpoint, and resume.
+
+An interrupted run that is started again must finish with exactly the state of an
+uninterrupted run (the data iterator's position is checkpointed too), and a finished
+run must not train again.
+"""
+import dataclasses
+import json
+import os
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+import launch
+from fanet_jax import sharding, trainer
+from fanet_jax.config import Config
+
+NUM_STEPS = 4
+
+
+@pytest.fixture(scope='module')
+def config(tmp_path_factory):
+  return Config(
+      dataset='synthetic_waste', dataset_config='tiny',
+      data_dir=str(tmp_path_factory.mktemp('tfds')), model='fanet_test_upernet',
+      img_scale=(96, 48), crop_size=(32, 32), worker_count=0, batch_size=8,
+      num_steps=NUM_STEPS, learning_rate=1e-3, warmup_steps=2, eval_every=2,
+      eval_batch_size=8, checkpoint_every=2, keep_checkpoints=3, log_every=1)
+
+
+def _final_state(workdir):
+  """The newest checkpoint's state, read back as plain arrays (test-only shortcut)."""
+  step = max(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints')))
+  with ocp.StandardCheckpointer() as reader:
+    return reader.restore(os.path.join(workdir, 'checkpoints', str(step), 'state'))
+
+
+def test_interrupted_run_resumes_to_the_same_state(config, tmp_path, monkeypatch, capsys):
+  straight = str(tmp_path / 'straight')
+  results = trainer.train_and_evaluate(config, straight)
+  assert set(os.listdir(os.path.join(straight, 'checkpoints'))) >= {'2', '4'}
+  assert 0.0 <= results['mIoU'] <= 1.0
+  with open(os.path.join(straight, 'results.json')) as f:
+    assert json.load(f)['mIoU'] == results['mIoU']
+  with open(os.path.join(straight, 'metrics.jsonl')) as f:
+    lines = [json.loads(line) for line in f]
+  assert [l['step'] for l in lines if 'loss' in l] == [1, 2, 3, 4]
+  assert any('val/mIoU' in l for l in lines) and any('test/mIoU' in l for l in lines)
+
+  # Interrupt the second run just before its third step (after the step-2 checkpoint).
+  interrupted = str(tmp_path / 'interrupted')
+  calls = {'n': 0}
+  original = sharding.shard_batch
+
+  def flaky_shard_batch(batch, mesh):
+    calls['n'] += 1
+    if calls['n'] == 3:
+      raise KeyboardInterrupt
+    return original(batch, mesh)
+
+  monkeypatch.setattr(sharding, 'shard_batch', flaky_shard_batch)
+  with pytest.raises(SystemExit, match='Interrupted at step 2; checkpoint saved'):
+    trainer.train_and_evaluate(config, interrupted)
+  monkeypatch.setattr(sharding, 'shard_batch', original)
+  capsys.readouterr()
+  trainer.train_and_evaluate(config, interrupted)
+  assert 'Resuming from the checkpoint at step 2' in capsys.readouterr().out
+
+  a, b = _final_state(straight), _final_state(interrupted)
+  assert int(a['step']) == int(b['step']) == NUM_STEPS
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-6), a, b)
+
+  # A third run reports the finished run instead of training again.
+  trainer.train_and_evaluate(config, interrupted)
+  assert 'already finished' in capsys.readouterr().out
+
+
+def test_launch_reports_bad_input_without_a_traceback(config, tmp_path, capsys):
+  assert launch.main(['--experiment', 'nope']) == 2
+  assert "unknown experiment 'nope'" in capsys.readouterr().err
+  assert launch.main(['--experiment', 'demo', '--set', 'num_step=3']) == 2
+  assert "unknown config key 'num_step'" in capsys.readouterr().err
+  missing = str(tmp_path / 'no-such-dir')
+  code = launch.main(['--experiment', 'zerowaste_fanet_tiny', '--workdir',
+                      str(tmp_path / 'w'), '--set', f'manual_dir={missing}',
+                      f'data_dir={tmp_path / "tfds"}'])
+  assert code == 2
+  assert missing in capsys.readouterr().err
