@@ -43,6 +43,7 @@ def main(argv=None) -> int:
   import jax
 
   from fanet_jax import trainer
+  from fanet_jax.pretrained import PretrainedError
 
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
       f.write(config_lib.to_json(config))
   try:
     trainer.train_and_evaluate(config, workdir)
-  except DataError as e:
+  except (DataError, PretrainedError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   return 0

@@ -49,6 +49,9 @@ class Config:
   model: str = 'fanet_tiny_upernet'
   model_kwargs: dict = dataclasses.field(default_factory=dict)
   aux_weight: float = 0.5
+  # Pretrained variables: a `python -m fanet_jax.convert` output or an earlier run's
+  # workdir; the subtrees it shares with the model (e.g. `backbone`) are copied.
+  init_from: Optional[str] = None
   # Optimisation: AdamW, linear warm-up then poly decay (mmseg PolyLrUpdaterHook).
   batch_size: int = 2  # Global, over all processes and devices.
   num_steps: int = 40_000

@@ -12,10 +12,11 @@ import os
 import signal
 
 import jax
+import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from fanet_jax import checkpoints, evaluation, models, optim, sharding
+from fanet_jax import checkpoints, evaluation, models, optim, pretrained, sharding
 from fanet_jax import metrics as metrics_lib
 from fanet_jax import train_step as train_step_lib
 from fanet_jax.config import Config
@@ -69,6 +70,18 @@ def _evaluate(config: Config, model, state, source, mesh, split: str) -> dict:
       model, variables, _eval_batches(config, source, mesh), mesh=mesh,
       num_classes=config.num_classes, ignore_index=config.ignore_index,
       class_names=datasets.ZEROWASTE_CLASSES[:config.num_classes])
+
+
+def _init_from(state, path: str, replicated):
+  """Copies the subtrees `path` shares with the model into a fresh state."""
+  host = lambda tree: jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
+  variables, loaded = pretrained.merge(
+      {'params': host(state.params), 'batch_stats': host(state.batch_stats)},
+      pretrained.load_variables(path))
+  if jax.process_index() == 0:
+    print(f'Initialised {", ".join(loaded)} from {path}')
+  return state.replace(params=jax.device_put(variables['params'], replicated),
+                       batch_stats=jax.device_put(variables['batch_stats'], replicated))
 
 
 def train_and_evaluate(config: Config, workdir: str) -> dict:
@@ -136,6 +149,8 @@ def train_and_evaluate(config: Config, workdir: str) -> dict:
       print(f'Resuming from the checkpoint at step {start_step} in {workdir}')
   else:
     state = init(init_rng)
+    if config.init_from:
+      state = _init_from(state, config.init_from, replicated)
 
   step_fn = jax.jit(
       train_step_lib.make_train_step(model, tx, aux_weight=config.aux_weight,

@@ -76,6 +76,12 @@ def test_interrupted_run_resumes_to_the_same_state(config, tmp_path, monkeypatch
   trainer.train_and_evaluate(config, interrupted)
   assert 'already finished' in capsys.readouterr().out
 
+  # Evaluation only, from the first run's workdir: the same test confusion matrix.
+  evaluated = trainer.train_and_evaluate(
+      dataclasses.replace(config, num_steps=0, init_from=straight), str(tmp_path / 'eval'))
+  assert 'Initialised auxiliary_head, backbone, decode_head' in capsys.readouterr().out
+  assert evaluated['confusion'] == results['confusion']
+
 
 def test_launch_reports_bad_input_without_a_traceback(config, tmp_path, capsys):
   assert launch.main(['--experiment', 'nope']) == 2
