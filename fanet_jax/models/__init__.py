@@ -5,6 +5,10 @@ are routed by field name: each key goes to every component (backbone, decode hea
 auxiliary head, classifier / segmentor) with a dataclass field of that name, so
 `num_classes` reaches both heads and `dtype` every component; a key no component
 has raises ValueError. Segmentors also take `use_auxiliary_head`.
+
+The depth segmentors of SPEC.md section 3 (`deeplabv3plus_*`,
+`dense_attention_seg_*`) are single modules with flat fields, so every override
+(`attention='none'`, `num_classes`, `stage_sizes`, ...) goes to that one module.
 """
 import dataclasses
 import functools
@@ -14,7 +18,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from fanet_jax.models import fanet
+from fanet_jax.models import deeplab, dense_attention, fanet
 from fanet_jax.models.classifier import ImageClassifier
 from fanet_jax.models.segmentor import EncoderDecoder
 from fanet_jax.models.upernet import FCNHead, UPerHead
@@ -71,6 +75,11 @@ def _upernet(variant: dict, head_channels: int, use_auxiliary_head: bool = True,
                         head(UPerHead, 'decode_head'), aux, **kw['segmentor'])
 
 
+def _single(cls: type, variant: dict, **overrides) -> nn.Module:
+  kw = _route(overrides, {'segmentor': cls})['segmentor']
+  return cls(**{**variant, **kw})
+
+
 # The name table. Head channels: 256 as in the paper; 64 / 16 for the CPU variants.
 _MODELS = {
     'fanet_tiny': functools.partial(_backbone, fanet.TINY),
@@ -82,6 +91,18 @@ _MODELS = {
     'fanet_test': functools.partial(_backbone, fanet.TEST),
     'fanet_test_classifier': functools.partial(_classifier, fanet.TEST),
     'fanet_test_upernet': functools.partial(_upernet, fanet.TEST, 16),
+    # Depth input, 3 classes (SPEC section 3); micro / test: narrow CPU variants.
+    'deeplabv3plus_r50': functools.partial(_single, deeplab.DeepLabV3Plus, deeplab.R50),
+    'deeplabv3plus_micro': functools.partial(_single, deeplab.DeepLabV3Plus,
+                                             deeplab.MICRO),
+    'deeplabv3plus_test': functools.partial(_single, deeplab.DeepLabV3Plus,
+                                            deeplab.TEST),
+    'dense_attention_seg_r50': functools.partial(
+        _single, dense_attention.DenseAttentionSeg, dense_attention.R50),
+    'dense_attention_seg_micro': functools.partial(
+        _single, dense_attention.DenseAttentionSeg, dense_attention.MICRO),
+    'dense_attention_seg_test': functools.partial(
+        _single, dense_attention.DenseAttentionSeg, dense_attention.TEST),
 }
 
 
