@@ -25,8 +25,10 @@ class ConfigError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class Config:
   """Everything one training + evaluation run needs. Defaults: SPEC section 4."""
-  # Data.
+  # Data. `modality` picks the pipeline: 'rgb' (mmseg transforms, SPEC section 4)
+  # or 'depth' (full depth frames, flip / rotation / noise, SPEC section 3).
   dataset: str = 'zero_waste_f'
+  modality: str = 'rgb'
   dataset_config: Optional[str] = None  # TFDS builder config, e.g. 'demo'.
   data_dir: str = 'data/tensorflow_datasets'
   manual_dir: Optional[str] = None  # Where ZeroWaste-f was unpacked.
@@ -44,17 +46,30 @@ class Config:
   size_divisor: int = 32
   mean: tuple[float, float, float] = IMAGENET_MEAN
   std: tuple[float, float, float] = IMAGENET_STD
+  depth_range_mm: tuple[float, float] = (200.0, 800.0)  # normalised to [0, 1].
+  rotate_degrees: float = 15.0  # depth: rotation ~ U(-r, r).
+  depth_noise_mm: float = 5.0  # depth: Gaussian noise on valid depth.
   worker_count: int = 2  # grain worker processes per JAX process.
   # Model.
   model: str = 'fanet_tiny_upernet'
   model_kwargs: dict = dataclasses.field(default_factory=dict)
   aux_weight: float = 0.5
+  class_weights: Optional[tuple[float, ...]] = None  # cross-entropy class weights.
+  # Two phases: `num_steps` of cross-entropy, then `contour_steps` more of
+  # CE + contour_weight * contour loss from where the first phase ended.
+  contour_steps: int = 0
+  contour_weight: float = 0.005
   # Pretrained variables: a `python -m fanet_jax.convert` output or an earlier run's
   # workdir; the subtrees it shares with the model (e.g. `backbone`) are copied.
   init_from: Optional[str] = None
-  # Optimisation: AdamW, linear warm-up then poly decay (mmseg PolyLrUpdaterHook).
+  # Optimisation: AdamW, linear warm-up then poly decay (mmseg PolyLrUpdaterHook);
+  # or Adam with L2 on BatchNorm parameters and a step decay (DenseAttentionSeg).
   batch_size: int = 2  # Global, over all processes and devices.
   num_steps: int = 40_000
+  optimizer: str = 'adamw'  # 'adamw' (decoupled decay on all) or 'adam_bn_l2'.
+  lr_schedule: str = 'poly'  # 'poly' or 'step'.
+  lr_decay_every: int = 80_000  # 'step': multiply by lr_decay_factor this often.
+  lr_decay_factor: float = 0.8
   learning_rate: float = 9e-5
   betas: tuple[float, float] = (0.9, 0.999)
   weight_decay: float = 1e-3
@@ -68,6 +83,9 @@ class Config:
   checkpoint_every: int = 4000
   keep_checkpoints: int = 3
   log_every: int = 50
+  # Classes whose mean IoU is reported as `fgIoU` (DenseAttentionSeg's "mean IOU"
+  # of hand and object).
+  foreground_classes: tuple[int, ...] = ()
   seed: int = 0
 
 

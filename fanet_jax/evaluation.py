@@ -41,8 +41,8 @@ def make_eval_step(model: nn.Module, num_classes: int, ignore_index: int) -> Cal
 
 
 def evaluate(model: nn.Module, variables: Any, batches: Iterable[dict], *, mesh: Mesh,
-             num_classes: int, ignore_index: int,
-             class_names: Sequence[str] = ()) -> dict:
+             num_classes: int, ignore_index: int, class_names: Sequence[str] = (),
+             foreground: Sequence[int] = ()) -> dict:
   """Runs the model over `batches` and returns `metrics_from_confusion`'s dict.
 
   Args:
@@ -53,6 +53,7 @@ def evaluate(model: nn.Module, variables: Any, batches: Iterable[dict], *, mesh:
     num_classes: number of classes.
     ignore_index: label value not counted.
     class_names: names for the per-class entries.
+    foreground: classes whose mean IoU is reported as `fgIoU`.
 
   Returns:
     The metrics dict, plus `confusion` (the matrix as nested lists).
@@ -67,6 +68,6 @@ def evaluate(model: nn.Module, variables: Any, batches: Iterable[dict], *, mesh:
     confusion = step(variables, sharding.shard_batch(batch, mesh), confusion)
   # Replicated: every process holds the whole matrix, even across hosts.
   confusion = np.asarray(confusion.addressable_data(0))
-  result = metrics_lib.metrics_from_confusion(confusion, class_names)
+  result = metrics_lib.metrics_from_confusion(confusion, class_names, foreground)
   result['confusion'] = confusion.tolist()
   return result

@@ -1,13 +1,16 @@
-"""Segmentation losses (SPEC section 2: FANet recipe).
+"""Segmentation losses (SPEC section 2: FANet recipe; section 3: DenseAttentionSeg).
 
 Cross-entropy with an ignore index, averaged over the pixels that are not ignored
 (mmsegmentation's `CrossEntropyLoss` with `avg_non_ignore=True`), optionally with
-per-class weights. The auxiliary FCN head adds the same loss with weight 0.5.
+per-class weights. The auxiliary FCN head adds the same loss with weight 0.5. The
+DenseAttentionSeg fine-tuning phase adds the contour loss: `alpha * CE + beta * L_c`.
 """
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+
+from fanet_jax import contour_loss as contour_lib
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, *, ignore_index: int = 255,
@@ -37,7 +40,9 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, *, ignore_index: int = 2
 
 def segmentation_loss(logits: jax.Array, aux_logits: Optional[jax.Array],
                       labels: jax.Array, *, aux_weight: float = 0.5,
-                      ignore_index: int = 255) -> tuple[jax.Array, dict]:
+                      ignore_index: int = 255,
+                      class_weights: Optional[Sequence[float]] = None
+                      ) -> tuple[jax.Array, dict]:
   """Decode-head loss plus the weighted auxiliary-head loss.
 
   Args:
@@ -46,15 +51,45 @@ def segmentation_loss(logits: jax.Array, aux_logits: Optional[jax.Array],
     labels: (B, H, W) integer labels.
     aux_weight: weight of the auxiliary loss (0.5 in the FANet reference config).
     ignore_index: label value to ignore.
+    class_weights: optional per-class cross-entropy weights.
 
   Returns:
     (total loss, dict of the parts for logging).
   """
-  decode = cross_entropy(logits, labels, ignore_index=ignore_index)
+  ce = lambda x: cross_entropy(x, labels, ignore_index=ignore_index,
+                               class_weights=class_weights)
+  decode = ce(logits)
   parts = {'decode_loss': decode}
   total = decode
   if aux_logits is not None:
-    aux = cross_entropy(aux_logits, labels, ignore_index=ignore_index)
-    parts['aux_loss'] = aux
-    total = total + aux_weight * aux
+    parts['aux_loss'] = ce(aux_logits)
+    total = total + aux_weight * parts['aux_loss']
   return total, parts
+
+
+def make_loss_fn(*, aux_weight: float, ignore_index: int,
+                 class_weights: Optional[Sequence[float]] = None,
+                 ce_weight: float = 1.0, contour_weight: float = 0.0) -> Callable:
+  """The training objective `loss_fn(logits, aux_logits, labels) -> (loss, parts)`.
+
+  Args:
+    aux_weight: weight of the auxiliary head's cross-entropy.
+    ignore_index: label value to ignore.
+    class_weights: per-class cross-entropy weights (DenseAttentionSeg: 1, 5, 5).
+    ce_weight: alpha, the weight of the cross-entropy terms.
+    contour_weight: beta, the weight of the contour loss (0: not computed).
+
+  Returns:
+    The loss function; its parts include `contour_loss` when beta is not 0.
+  """
+  def loss_fn(logits, aux_logits, labels):
+    total, parts = segmentation_loss(logits, aux_logits, labels, aux_weight=aux_weight,
+                                     ignore_index=ignore_index,
+                                     class_weights=class_weights)
+    total = ce_weight * total
+    if contour_weight:
+      parts['contour_loss'] = contour_lib.contour_loss(logits, labels,
+                                                       ignore_index=ignore_index)
+      total = total + contour_weight * parts['contour_loss']
+    return total, parts
+  return loss_fn

@@ -39,18 +39,20 @@ def _nanmean(x: np.ndarray) -> float:
   return float(x.mean()) if x.size else float('nan')
 
 
-def metrics_from_confusion(confusion: np.ndarray,
-                           class_names: Sequence[str] = ()) -> dict:
+def metrics_from_confusion(confusion: np.ndarray, class_names: Sequence[str] = (),
+                           foreground: Sequence[int] = ()) -> dict:
   """Turns a confusion matrix into the usual segmentation metrics.
 
   Args:
     confusion: (C, C) counts, rows label, columns prediction.
     class_names: optional names for the per-class entries.
+    foreground: classes whose mean IoU is also reported as `fgIoU`
+      (DenseAttentionSeg's "mean IOU" of hand and object).
 
   Returns:
-    dict with `aAcc` (pixel accuracy), `mAcc` (mean class accuracy), `mIoU`,
-    `fwIoU` (frequency-weighted IoU), and per-class lists `IoU`, `Acc`
-    (NaN where undefined), plus `class_names`.
+    dict with `aAcc` (pixel accuracy), `mAcc` (mean class accuracy), `mIoU`
+    (mean IU), `fwIoU` (frequency-weighted IU), and per-class lists `IoU`, `Acc`
+    (NaN where undefined), plus `class_names` (and `fgIoU` with `foreground`).
   """
   confusion = np.asarray(confusion, np.float64)
   true_positive = np.diag(confusion)
@@ -64,7 +66,7 @@ def metrics_from_confusion(confusion: np.ndarray,
   frequency = label_count / total if total > 0 else np.zeros_like(label_count)
   present = label_count > 0
   names = list(class_names) or [str(i) for i in range(len(confusion))]
-  return {
+  result = {
       'aAcc': float(true_positive.sum() / total) if total > 0 else float('nan'),
       'mAcc': _nanmean(acc),
       'mIoU': _nanmean(iou),
@@ -73,6 +75,9 @@ def metrics_from_confusion(confusion: np.ndarray,
       'Acc': [float(v) for v in acc],
       'class_names': names,
   }
+  if foreground:
+    result['fgIoU'] = _nanmean(iou[list(foreground)])
+  return result
 
 
 def format_table(metrics: dict) -> str:
@@ -83,6 +88,9 @@ def format_table(metrics: dict) -> str:
   for name, iou, acc in zip(names, metrics['IoU'], metrics['Acc']):
     lines.append(f'{name:<{width}}  {100 * iou:6.2f}  {100 * acc:6.2f}')
   lines.append('-' * (width + 16))
-  lines.append(f'aAcc {100 * metrics["aAcc"]:.2f}  mAcc {100 * metrics["mAcc"]:.2f}  '
-               f'mIoU {100 * metrics["mIoU"]:.2f}  fwIoU {100 * metrics["fwIoU"]:.2f}')
+  summary = (f'aAcc {100 * metrics["aAcc"]:.2f}  mAcc {100 * metrics["mAcc"]:.2f}  '
+             f'mIoU {100 * metrics["mIoU"]:.2f}  fwIoU {100 * metrics["fwIoU"]:.2f}')
+  if 'fgIoU' in metrics:
+    summary += f'  fgIoU {100 * metrics["fgIoU"]:.2f}'
+  lines.append(summary)
   return '\n'.join(lines)

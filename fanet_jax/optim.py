@@ -1,10 +1,19 @@
-"""Optimiser and learning-rate schedule of the FANet fine-tuning recipe (SPEC section 4).
+"""Optimisers and learning-rate schedules of the two papers' recipes.
 
-AdamW (decoupled weight decay, as PyTorch's `AdamW`) with mmsegmentation's
-`PolyLrUpdaterHook(power, min_lr, warmup='linear', warmup_iters, warmup_ratio)`:
-the poly learning rate is computed first and the linear warm-up scales it, exactly
-as mmcv does (warm-up is applied on top of the decayed value, not of the base value).
+FANet fine-tuning (SPEC section 4): AdamW (decoupled weight decay, as PyTorch's
+`AdamW`) with mmsegmentation's `PolyLrUpdaterHook(power, min_lr, warmup='linear',
+warmup_iters, warmup_ratio)`: the poly learning rate is computed first and the
+linear warm-up scales it, exactly as mmcv does (warm-up is applied on top of the
+decayed value, not of the base value).
+
+DenseAttentionSeg (SPEC section 3): Adam, lr 1e-3 multiplied by 0.8 every 80k steps,
+and the paper's "batch-norm loss weight" read as an L2 penalty of 1e-3 on the
+BatchNorm parameters only, added to the gradient as PyTorch's `Adam(weight_decay)`
+does (coupled, not decoupled).
 """
+from typing import Any
+
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -53,3 +62,39 @@ def adamw(schedule: optax.Schedule, *, betas: tuple[float, float],
   """
   return optax.adamw(schedule, b1=betas[0], b2=betas[1], eps=1e-8,
                      weight_decay=weight_decay)
+
+
+def step_decay(base_lr: float, *, every: int, factor: float) -> optax.Schedule:
+  """`base_lr * factor ** (step // every)` (PyTorch's StepLR per iteration)."""
+  return lambda step: base_lr * factor ** (jnp.asarray(step) // every)
+
+
+def batchnorm_mask(params: Any, batch_stats: Any) -> Any:
+  """True for the parameters of modules that keep BatchNorm statistics.
+
+  A BatchNorm's `scale` / `bias` sit at the same module path in `params` as its
+  `mean` / `var` in `batch_stats`, which is how they are told from every other
+  `scale` / `bias` (LayerNorm, conv biases).
+  """
+  norm_modules = {path[:-1] for path, _ in
+                  jax.tree_util.tree_flatten_with_path(batch_stats)[0]}
+  return jax.tree_util.tree_map_with_path(lambda path, _: path[:-1] in norm_modules,
+                                          params)
+
+
+def adam_bn_l2(schedule: optax.Schedule, *, betas: tuple[float, float],
+               weight_decay: float, mask: Any) -> optax.GradientTransformation:
+  """Adam (eps 1e-8) with an L2 penalty added to the gradients of `mask`ed parameters.
+
+  Args:
+    schedule: learning-rate schedule.
+    betas: Adam's (beta1, beta2).
+    weight_decay: the L2 coefficient (gradient += weight_decay * param).
+    mask: pytree of bools over the params (see `batchnorm_mask`).
+
+  Returns:
+    The optax transformation.
+  """
+  return optax.chain(optax.masked(optax.add_decayed_weights(weight_decay), mask),
+                     optax.scale_by_adam(b1=betas[0], b2=betas[1], eps=1e-8),
+                     optax.scale_by_learning_rate(schedule))

@@ -82,6 +82,11 @@ class ProgressBar:
     self._last = (step, now)
     self._bar.set_postfix(shown, refresh=True)
 
+  def write(self, text: str):
+    """Prints above the bar without breaking it (no-op when disabled)."""
+    if not self._bar.disable:
+      self._bar.write(text)
+
   def pause(self):
     """Forgets the throughput window (evaluation is not training time)."""
     self._last = None

@@ -12,7 +12,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fanet_jax import losses
 
 
 @flax.struct.dataclass
@@ -51,16 +50,17 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Arra
                     opt_state=tx.init(params))
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
-                    aux_weight: float, ignore_index: int) -> Callable:
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
+                    loss_fn: Callable, *, ignore_index: int = 255) -> Callable:
   """Builds `train_step(state, batch, rng) -> (state, metrics)`.
 
   Args:
     model: the segmentor; `apply(..., train=True)` returns (logits, aux_logits) at
-      the input resolution.
+      the input resolution (aux_logits None without an auxiliary head).
     tx: the optimiser.
-    aux_weight: weight of the auxiliary head's loss.
-    ignore_index: label value that is ignored by the loss.
+    loss_fn: `(logits, aux_logits, labels) -> (loss, parts)`, see
+      `losses.make_loss_fn`.
+    ignore_index: label value left out of the logged pixel accuracy.
 
   Returns:
     The pure step function. `batch` holds `image` (B, H, W, 3) float32 and `label`
@@ -73,9 +73,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
       (logits, aux_logits), updates = model.apply(
           {'params': params, 'batch_stats': state.batch_stats}, batch['image'],
           train=True, rngs={'dropout': step_rng}, mutable=['batch_stats'])
-      loss, parts = losses.segmentation_loss(
-          logits, aux_logits, batch['label'], aux_weight=aux_weight,
-          ignore_index=ignore_index)
+      loss, parts = loss_fn(logits, aux_logits, batch['label'])
       valid = batch['label'] != ignore_index
       correct = (jnp.argmax(logits, -1) == batch['label']) & valid
       parts['pixel_acc'] = jnp.sum(correct) / jnp.maximum(jnp.sum(valid), 1)

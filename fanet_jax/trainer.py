@@ -5,6 +5,11 @@ Mesh, data, model, shardings, step, restore, loop (STYLE.md rule 5), as big_visi
 and data-iterator position) is restored, so re-running the same command continues
 where the last run stopped, or reports that the run already finished. SIGTERM and
 Ctrl-C save a checkpoint before exiting, so nothing is lost when a job dies.
+
+A run has up to two phases (DenseAttentionSeg, SPEC section 3): `num_steps` of
+cross-entropy, then `contour_steps` of cross-entropy plus the contour loss, which
+start from the state the first phase ended with; one checkpoint series spans both,
+so an interrupted run resumes in whichever phase it was.
 """
 import functools
 import json
@@ -12,16 +17,16 @@ import os
 import signal
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from jax.experimental import multihost_utils
 
-from fanet_jax import checkpoints, evaluation, models, optim, pretrained, sharding
+from fanet_jax import (checkpoints, evaluation, inputs, losses, models, optim,
+                       pretrained, sharding)
 from fanet_jax import metrics as metrics_lib
 from fanet_jax import train_step as train_step_lib
 from fanet_jax.config import Config
 from fanet_jax.progress import MetricWriter, ProgressBar
-from input_pipeline import datasets, pipeline
 
 RESULTS_FILE = 'results.json'
 
@@ -41,35 +46,39 @@ class _StopRequest:
     self.requested = True
 
 
-def _load_sources(config: Config, splits: tuple[str, ...]) -> dict:
-  """Prepares the data set on process 0 first (others wait), then opens `splits`."""
-  load = functools.partial(datasets.load_source, config.dataset, data_dir=config.data_dir,
-                           manual_dir=config.manual_dir,
-                           builder_config=config.dataset_config)
-  if jax.process_index() == 0:
-    load(splits[0])
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices('dataset prepared')
-  return {split: load(split) for split in splits}
+def _optimizer(config: Config, total_steps: int, abstract_params, abstract_stats):
+  """The config's schedule and optimiser: (schedule, optax transformation)."""
+  if config.lr_schedule == 'poly':
+    schedule = optim.poly_with_linear_warmup(
+        config.learning_rate, total_steps, power=config.poly_power,
+        min_lr=config.min_learning_rate, warmup_steps=config.warmup_steps,
+        warmup_ratio=config.warmup_ratio)
+  elif config.lr_schedule == 'step':
+    schedule = optim.step_decay(config.learning_rate, every=config.lr_decay_every,
+                                factor=config.lr_decay_factor)
+  else:
+    raise ValueError(f"lr_schedule must be 'poly' or 'step', got {config.lr_schedule!r}")
+  if config.optimizer == 'adamw':
+    return schedule, optim.adamw(schedule, betas=config.betas,
+                                 weight_decay=config.weight_decay)
+  if config.optimizer == 'adam_bn_l2':
+    mask = optim.batchnorm_mask(abstract_params, abstract_stats)
+    return schedule, optim.adam_bn_l2(schedule, betas=config.betas,
+                                      weight_decay=config.weight_decay, mask=mask)
+  raise ValueError(f"optimizer must be 'adamw' or 'adam_bn_l2', got {config.optimizer!r}")
 
 
-def _eval_batches(config: Config, source, mesh) -> list:
-  """This process's evaluation batches of one split (global batch: whole devices)."""
-  global_batch = -(-config.eval_batch_size // mesh.size) * mesh.size
-  shard_index, shard_count = pipeline.per_process_shard()
-  return pipeline.eval_batches(
-      source, batch_size=global_batch // shard_count, num_classes=config.num_classes,
-      img_scale=config.img_scale, size_divisor=config.size_divisor, mean=config.mean,
-      std=config.std, ignore_index=config.ignore_index, shard_index=shard_index,
-      shard_count=shard_count)
-
-
-def _evaluate(config: Config, model, state, source, mesh, split: str) -> dict:
+def _evaluate(config: Config, model, state, source, mesh) -> dict:
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   return evaluation.evaluate(
-      model, variables, _eval_batches(config, source, mesh), mesh=mesh,
+      model, variables, inputs.eval_batches(config, source, mesh), mesh=mesh,
       num_classes=config.num_classes, ignore_index=config.ignore_index,
-      class_names=datasets.ZEROWASTE_CLASSES[:config.num_classes])
+      class_names=inputs.class_names(config), foreground=config.foreground_classes)
+
+
+def _summary(prefix: str, metrics: dict) -> dict:
+  return {f'{prefix}/{k}': metrics[k] for k in ('mIoU', 'aAcc', 'mAcc', 'fwIoU', 'fgIoU')
+          if k in metrics}
 
 
 def _init_from(state, path: str, replicated):
@@ -97,19 +106,21 @@ def train_and_evaluate(config: Config, workdir: str) -> dict:
   """
   is_main = jax.process_index() == 0
   results_path = os.path.join(workdir, RESULTS_FILE)
+  total_steps = config.num_steps + config.contour_steps
   mesh = sharding.create_mesh()
   replicated = sharding.replicated(mesh)
 
   model = models.create(config.model, num_classes=config.num_classes,
                         **config.model_kwargs)
-  schedule = optim.poly_with_linear_warmup(
-      config.learning_rate, config.num_steps, power=config.poly_power,
-      min_lr=config.min_learning_rate, warmup_steps=config.warmup_steps,
-      warmup_ratio=config.warmup_ratio)
-  tx = optim.adamw(schedule, betas=config.betas, weight_decay=config.weight_decay)
+  channels = 1 if config.modality == 'depth' else 3
   init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
+  abstract_variables = jax.eval_shape(
+      functools.partial(model.init, train=True),
+      {'params': init_rng, 'dropout': init_rng}, jnp.zeros((1, 64, 64, channels)))
+  schedule, tx = _optimizer(config, total_steps, abstract_variables['params'],
+                            abstract_variables.get('batch_stats', {}))
   init = jax.jit(functools.partial(train_step_lib.init_state, model, tx,
-                                   image_shape=(1, 64, 64, 3)),
+                                   image_shape=(1, 64, 64, channels)),
                  out_shardings=replicated)
   abstract_state = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
@@ -118,30 +129,19 @@ def train_and_evaluate(config: Config, workdir: str) -> dict:
   ckpt = checkpoints.Checkpointer(workdir, save_every=config.checkpoint_every,
                                   keep=config.keep_checkpoints)
   start_step = ckpt.latest_step() or 0
-  if start_step >= config.num_steps and os.path.exists(results_path):
+  if start_step >= total_steps and os.path.exists(results_path):
     with open(results_path) as f:
       results = json.load(f)
     if is_main:
-      print(f'{workdir}: the run already finished ({config.num_steps} steps); '
+      print(f'{workdir}: the run already finished ({total_steps} steps); '
             'its test results:')
       print(metrics_lib.format_table(results))
     ckpt.close()
     return results
 
-  sources = _load_sources(config, (config.train_split, config.eval_split,
-                                   config.test_split))
-  shard_index, shard_count = pipeline.per_process_shard()
-  loader = pipeline.train_loader(
-      sources[config.train_split],
-      batch_size=sharding.local_batch_size(config.batch_size, mesh),
-      num_classes=config.num_classes, crop_size=config.crop_size,
-      img_scale=config.img_scale, ratio_range=config.ratio_range,
-      cat_max_ratio=config.cat_max_ratio, flip_prob=config.flip_prob,
-      photometric=config.photometric, mean=config.mean, std=config.std,
-      ignore_index=config.ignore_index, seed=config.seed, shard_index=shard_index,
-      shard_count=shard_count, worker_count=config.worker_count)
-  data_iter = iter(loader)
-
+  sources = inputs.load_sources(config, (config.train_split, config.eval_split,
+                                         config.test_split))
+  data_iter = iter(inputs.train_loader(config, sources[config.train_split], mesh))
   if start_step:
     state = ckpt.restore(abstract_state, data_iter)
     logging.info('Resumed from step %d', start_step)
@@ -152,40 +152,49 @@ def train_and_evaluate(config: Config, workdir: str) -> dict:
     if config.init_from:
       state = _init_from(state, config.init_from, replicated)
 
-  step_fn = jax.jit(
-      train_step_lib.make_train_step(model, tx, aux_weight=config.aux_weight,
-                                     ignore_index=config.ignore_index),
-      in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
-      out_shardings=(replicated, replicated), donate_argnums=0)
+  def compile_step(contour: bool):
+    loss_fn = losses.make_loss_fn(
+        aux_weight=config.aux_weight, ignore_index=config.ignore_index,
+        class_weights=config.class_weights,
+        contour_weight=config.contour_weight if contour else 0.0)
+    return jax.jit(
+        train_step_lib.make_train_step(model, tx, loss_fn,
+                                       ignore_index=config.ignore_index),
+        in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
+        out_shardings=(replicated, replicated), donate_argnums=0)
 
+  step_fns = {}  # phase (contour loss on?) -> jitted step, compiled when reached
   writer = MetricWriter(workdir, enabled=is_main, resume_step=start_step)
-  progress = ProgressBar(start_step, config.num_steps, config.batch_size,
-                         enabled=is_main)
+  progress = ProgressBar(start_step, total_steps, config.batch_size, enabled=is_main)
   stop = _StopRequest()
   step = start_step
   try:
-    while step < config.num_steps:
+    while step < total_steps:
+      contour = step >= config.num_steps
+      if contour not in step_fns:
+        if contour and is_main:
+          progress.write(f'Step {step}: fine-tuning phase, cross-entropy + '
+                         f'{config.contour_weight} x contour loss')
+        step_fns[contour] = compile_step(contour)
       batch = sharding.shard_batch(next(data_iter), mesh)
-      state, step_metrics = step_fn(state, batch, train_rng)
+      state, step_metrics = step_fns[contour](state, batch, train_rng)
       step += 1
-      if step % config.log_every == 0 or step == config.num_steps:
+      if step % config.log_every == 0 or step == total_steps:
         scalars = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
         scalars['lr'] = float(schedule(step - 1))
         writer.write(step, scalars)
         progress.update(step, scalars)
       else:
         progress.update(step)
-      ckpt.save(step, state, data_iter, force=step == config.num_steps)
-      if step % config.eval_every == 0 or step == config.num_steps:
+      ckpt.save(step, state, data_iter, force=step in (config.num_steps, total_steps))
+      if step % config.eval_every == 0 or step in (config.num_steps, total_steps):
         progress.pause()
-        val = _evaluate(config, model, state, sources[config.eval_split], mesh,
-                        config.eval_split)
-        writer.write(step, {f'{config.eval_split}/{k}': val[k]
-                            for k in ('mIoU', 'aAcc', 'mAcc', 'fwIoU')})
+        val = _evaluate(config, model, state, sources[config.eval_split], mesh)
+        writer.write(step, _summary(config.eval_split, val))
         ckpt.save_best(step, state, val)
         if is_main:
-          print(f'\n{config.eval_split} split at step {step}:')
-          print(metrics_lib.format_table(val))
+          progress.write(f'\n{config.eval_split} split at step {step}:\n'
+                         f'{metrics_lib.format_table(val)}')
       if stop.requested:
         ckpt.save_now(step, state, data_iter)
         raise SystemExit(f'Stopped by SIGTERM at step {step}; checkpoint saved. '
@@ -200,15 +209,13 @@ def train_and_evaluate(config: Config, workdir: str) -> dict:
   ckpt.wait()
   best_step = ckpt.best_step()
   best = ckpt.restore_best(abstract_state) if best_step is not None else state
-  results = _evaluate(config, model, best, sources[config.test_split], mesh,
-                      config.test_split)
+  results = _evaluate(config, model, best, sources[config.test_split], mesh)
   results['step'] = int(best_step if best_step is not None else step)
   results['split'] = config.test_split
   if is_main:
     with open(results_path, 'w') as f:
       json.dump(results, f, indent=2)
-    writer.write(step, {f'{config.test_split}/{k}': results[k]
-                        for k in ('mIoU', 'aAcc', 'mAcc', 'fwIoU')})
+    writer.write(step, _summary(config.test_split, results))
     print(f'\n{config.test_split} split, best {config.eval_split} checkpoint '
           f'(step {results["step"]}):')
     print(metrics_lib.format_table(results))

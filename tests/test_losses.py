@@ -51,3 +51,19 @@ def test_segmentation_loss_weights_the_auxiliary_head():
   total, parts = losses.segmentation_loss(logits, aux, labels, aux_weight=0.5)
   assert float(total) == pytest.approx(
       float(parts['decode_loss']) + 0.5 * float(parts['aux_loss']), rel=1e-6)
+
+
+def test_loss_fn_adds_the_weighted_contour_term():
+  from fanet_jax import contour_loss
+  rng = np.random.default_rng(3)
+  logits = jnp.asarray(rng.normal(size=(2, 8, 8, 3)), jnp.float32)
+  labels = jnp.asarray(rng.integers(0, 3, size=(2, 8, 8)))
+  ce_only = losses.make_loss_fn(aux_weight=0.5, ignore_index=255, class_weights=(1, 5, 5))
+  both = losses.make_loss_fn(aux_weight=0.5, ignore_index=255, class_weights=(1, 5, 5),
+                             ce_weight=1.0, contour_weight=0.005)
+  ce, parts = ce_only(logits, None, labels)
+  total, parts_both = both(logits, None, labels)
+  assert 'contour_loss' not in parts
+  expected_contour = contour_loss.contour_loss(logits, labels)
+  assert float(parts_both['contour_loss']) == pytest.approx(float(expected_contour))
+  assert float(total) == pytest.approx(float(ce) + 0.005 * float(expected_contour), rel=1e-6)

@@ -48,3 +48,13 @@ def test_format_table_lists_every_class():
   m = metrics.metrics_from_confusion(np.diag([1, 2]), ['belt', 'can'])
   table = metrics.format_table(m)
   assert 'belt' in table and 'can' in table and 'mIoU 100.00' in table
+
+
+def test_foreground_mean_iou_of_hand_and_object():
+  confusion = np.array([[8, 1, 1],
+                        [1, 3, 0],
+                        [0, 1, 1]])
+  m = metrics.metrics_from_confusion(confusion, ['bg', 'hand', 'object'], foreground=(1, 2))
+  # IoU_hand = 3 / (4 + 5 - 3) = 0.5, IoU_object = 1 / (2 + 2 - 1) = 1/3.
+  assert m['fgIoU'] == pytest.approx((0.5 + 1 / 3) / 2)
+  assert 'fgIoU 41.67' in metrics.format_table(m)

@@ -1,4 +1,6 @@
 """The learning-rate schedule equals mmcv's PolyLrUpdaterHook with linear warm-up."""
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -20,3 +22,29 @@ def test_poly_with_warmup_matches_mmcv(step):
                                            warmup_steps=1500, warmup_ratio=1e-6)
   want = _mmcv_lr(step, 9e-5, 40000, 0.95, 1e-7, 1500, 1e-6)
   np.testing.assert_allclose(float(schedule(step)), want, rtol=1e-5)
+
+
+def test_step_decay_multiplies_every_period():
+  schedule = optim.step_decay(1e-3, every=80_000, factor=0.8)
+  for step, want in [(0, 1e-3), (79_999, 1e-3), (80_000, 8e-4), (240_000, 1e-3 * 0.8**3)]:
+    np.testing.assert_allclose(float(schedule(step)), want, rtol=1e-6)
+
+
+def test_adam_bn_l2_penalises_only_batchnorm_parameters():
+  params = {'conv': {'kernel': jnp.full((2,), 2.0)},
+            'bn': {'scale': jnp.full((2,), 3.0), 'bias': jnp.full((2,), -10.0)},
+            'ln': {'scale': jnp.full((2,), 4.0)}}
+  batch_stats = {'bn': {'mean': jnp.zeros(2), 'var': jnp.ones(2)}}
+  mask = optim.batchnorm_mask(params, batch_stats)
+  assert mask == {'conv': {'kernel': False}, 'bn': {'scale': True, 'bias': True},
+                  'ln': {'scale': False}}
+  wd, lr, grad = 0.1, 0.5, 0.25
+  tx = optim.adam_bn_l2(lambda step: lr, betas=(0.9, 0.999), weight_decay=wd, mask=mask)
+  grads = jax.tree.map(lambda p: jnp.full_like(p, grad), params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  # PyTorch Adam(weight_decay): g += wd * p, and the first step is -lr * g / (|g| + eps)
+  # (the decay turns the bias's gradient negative: its step changes sign).
+  for module, name in [('conv', 'kernel'), ('bn', 'scale'), ('bn', 'bias'), ('ln', 'scale')]:
+    g = grad + wd * params[module][name] * mask[module][name]
+    np.testing.assert_allclose(updates[module][name], -lr * g / (jnp.abs(g) + 1e-8),
+                               rtol=1e-5)

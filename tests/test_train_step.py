@@ -5,7 +5,7 @@ import functools
 import jax
 import numpy as np
 
-from fanet_jax import models, optim, sharding
+from fanet_jax import losses, models, optim, sharding
 from fanet_jax import train_step as train_step_lib
 
 
@@ -17,8 +17,8 @@ def _run(mesh, batch, num_steps):
   state = jax.jit(functools.partial(train_step_lib.init_state, model, tx,
                                     image_shape=(1, 32, 32, 3)),
                   out_shardings=replicated)(jax.random.key(0))
-  step = jax.jit(train_step_lib.make_train_step(model, tx, aux_weight=0.5,
-                                                ignore_index=255),
+  loss_fn = losses.make_loss_fn(aux_weight=0.5, ignore_index=255)
+  step = jax.jit(train_step_lib.make_train_step(model, tx, loss_fn),
                  in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
                  out_shardings=(replicated, replicated), donate_argnums=0)
   losses = []
