@@ -6,6 +6,7 @@ The cv2 reference values below were produced with cv2.resize / cv2.cvtColor
 import numpy as np
 import pytest
 
+from input_pipeline import image_ops
 from input_pipeline import transforms as T
 from input_pipeline.errors import DataError
 
@@ -48,7 +49,7 @@ def test_random_rescale_keeps_ratio(h, w, r):
 @pytest.mark.parametrize('size', [(13, 11), (3, 4), (6, 9), (1, 1), (20, 2)])
 def test_bilinear_matches_direct_half_pixel_computation(size):
   image = np.random.default_rng(1).integers(0, 256, (6, 9, 3), dtype=np.uint8)
-  out = T.resize_bilinear(image, size)
+  out = image_ops.resize_bilinear(image, size)
   direct = _direct_bilinear(image.astype(np.float64), *size)
   # cv2's fixed point truncates a little; it stays within one level of exact.
   assert out.dtype == np.uint8 and out.shape == size + (3,)
@@ -66,19 +67,19 @@ def test_bilinear_is_cv2_inter_linear_bit_for_bit():
                  [73, 121, 161, 131, 130, 136, 131, 173, 216],
                  [10, 79, 139, 104, 90, 96, 137, 172, 198]])
   down = np.array([[110, 184, 201, 99], [118, 167, 143, 176], [69, 120, 117, 189]])
-  np.testing.assert_array_equal(T.resize_bilinear(image[..., None], (7, 9))[..., 0], up)
-  np.testing.assert_array_equal(T.resize_bilinear(image[..., None], (3, 4))[..., 0], down)
+  np.testing.assert_array_equal(image_ops.resize_bilinear(image[..., None], (7, 9))[..., 0], up)
+  np.testing.assert_array_equal(image_ops.resize_bilinear(image[..., None], (3, 4))[..., 0], down)
 
 
 def test_bilinear_identity_at_same_size():
   image = _example(17, 23)['image']
-  np.testing.assert_array_equal(T.resize_bilinear(image, (17, 23)), image)
+  np.testing.assert_array_equal(image_ops.resize_bilinear(image, (17, 23)), image)
 
 
 def test_nearest_keeps_only_existing_label_values():
   label = np.random.default_rng(2).choice(np.array([0, 3, 255], np.uint8), (37, 53))
   for size in [(80, 11), (9, 120), (37, 53)]:
-    out = T.resize_nearest(label, size)
+    out = image_ops.resize_nearest(label, size)
     assert out.shape == size and out.dtype == np.uint8
     assert set(np.unique(out)) <= {0, 3, 255}
     rows = np.minimum(np.arange(size[0]) * 37 // size[0], 36)
@@ -91,7 +92,7 @@ def test_rescale_to_multiples_of_32_fits_img_scale(h, w):
   example = _example(h, w)
   transform = T.Rescale((2048, 512), size_divisor=32)
   out = transform.map(example)
-  fit = T.rescale_size(h, w, (2048, 512))
+  fit = image_ops.rescale_size(h, w, (2048, 512))
   oh, ow = out['image'].shape[:2]
   assert (oh, ow) == transform.output_size(h, w)
   assert oh % 32 == 0 and ow % 32 == 0
@@ -160,14 +161,14 @@ def test_rgb_to_hsv_is_cv2_uint8_hsv():
                   [3, 60, 61], [200, 180, 10], [1, 2, 3]], np.uint8)
   expected = [[0, 255, 255], [63, 242, 200], [0, 0, 0], [0, 0, 128], [157, 235, 250],
               [91, 242, 61], [27, 242, 200], [105, 170, 3]]
-  np.testing.assert_array_equal(T.rgb_to_hsv(rgb), expected)
+  np.testing.assert_array_equal(image_ops.rgb_to_hsv(rgb), expected)
 
 
 def test_hsv_round_trip():
   rgb = np.random.default_rng(3).integers(0, 256, (256, 256, 3), dtype=np.uint8)
-  hsv = T.rgb_to_hsv(rgb)
+  hsv = image_ops.rgb_to_hsv(rgb)
   assert hsv[..., 0].max() < 180
-  err = np.abs(T.hsv_to_rgb(hsv).astype(int) - rgb).max(-1)
+  err = np.abs(image_ops.hsv_to_rgb(hsv).astype(int) - rgb).max(-1)
   chroma = rgb.max(-1).astype(int) - rgb.min(-1)
   # Identity within 1 level unless uint8 hue (2-degree steps) cannot hold the colour:
   # the hue rounding costs up to chroma / 60 levels on the middle channel.
@@ -234,9 +235,9 @@ def test_to_training_example():
 def test_bilinear_window_equals_crop_of_full_resize():
   image = np.random.default_rng(5).integers(0, 256, (30, 50, 3), dtype=np.uint8)
   for size in [(70, 90), (12, 17), (30, 50)]:
-    full = T.resize_bilinear(image, size)
+    full = image_ops.resize_bilinear(image, size)
     for window in [(slice(0, 8), slice(3, 11)), (slice(5, 40), slice(9, 100))]:
-      np.testing.assert_array_equal(T.resize_bilinear(image, size, window), full[window])
+      np.testing.assert_array_equal(image_ops.resize_bilinear(image, size, window), full[window])
 
 
 def test_random_rescale_crop_equals_rescale_then_crop():
