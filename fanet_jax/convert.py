@@ -1,0 +1,343 @@
+"""PyTorch <-> Flax weight conversion for the FANet models (issue #3; SPEC.md 1-2).
+
+Reads the reference's checkpoints (the ImageNet-1K classifier's `model_best.pth.tar`,
+mmsegmentation FANet + UperNet segmentors) into the variables of a factory model, and
+writes our variables back as a reference state dict:
+
+  python -m fanet_jax.convert --model fanet_tiny --input model_best.pth.tar --output DIR
+  python -m fanet_jax.convert --model fanet_tiny_upernet --input DIR --output out.pth \\
+      --to torch
+
+The Orbax output is what `launch.py --set init_from=DIR` reads
+(`fanet_jax.pretrained`). Names and layouts are mapped in `convert_names.py`. torch is
+imported only to read or write `.pth` files.
+"""
+import argparse
+import functools
+import os
+import pickle
+import sys
+import warnings
+from typing import Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from fanet_jax import models, pretrained
+from fanet_jax.convert_names import NUM_BATCHES_TRACKED, Table, build_table
+from fanet_jax.convert_names import to_flax_layout, to_torch_layout
+from fanet_jax.models.classifier import ImageClassifier
+
+TORCH_INSTALL = 'pip install torch==2.13.0'
+_TORCH_EXTENSIONS = ('.pth', '.pth.tar', '.pt', '.bin')
+_EXTENSIONS = _TORCH_EXTENSIONS + ('.safetensors', '.npz')
+
+
+class ConvertError(ValueError):
+  """An input that cannot be converted; the message says which and why."""
+
+
+class ConvertWarning(UserWarning):
+  """Keys of the input that the model does not use, or (strict=False) lacks."""
+
+
+def reference_table(name: str, model_kwargs: Optional[dict] = None) -> Table:
+  """The name mapping of factory model `name` (traced with `jax.eval_shape`).
+
+  Raises:
+    ConvertError: unknown model name or override.
+  """
+  items = tuple(sorted((model_kwargs or {}).items()))
+  try:
+    return _cached_table(name, items)
+  except TypeError:                      # an unhashable override value
+    return _table(name, dict(items))
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_table(name: str, items: tuple) -> Table:
+  return _table(name, dict(items))
+
+
+def _table(name: str, model_kwargs: dict) -> Table:
+  try:
+    model = models.create(name, **model_kwargs)
+  except ValueError as e:
+    raise ConvertError(str(e)) from None
+  rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(1)}
+  # train=True: the auxiliary head exists only in training.
+  shapes = jax.eval_shape(lambda: model.init(rngs, jnp.zeros((1, 64, 64, 3)), train=True))
+  flat = {(c,) + k: v for c in pretrained.COLLECTIONS
+          for k, v in traverse_util.flatten_dict(dict(shapes.get(c, {}))).items()}
+  return build_table(flat, drop_backbone_prefix=isinstance(model, ImageClassifier))
+
+
+def _listing(title: str, lines: list) -> str:
+  return f'{len(lines)} {title}:\n  ' + '\n  '.join(lines)
+
+
+def from_torch_state_dict(name: str, state_dict: Mapping[str, np.ndarray], *,
+                          strict: bool = True, model_kwargs: Optional[dict] = None) -> dict:
+  """Converts a reference state dict into the variables of `models.create(name)`.
+
+  Args:
+    name: a factory model name, e.g. 'fanet_tiny', 'fanet_tiny_classifier',
+      'fanet_tiny_upernet'.
+    state_dict: reference name -> array (numpy or anything np.asarray takes).
+    strict: missing keys are an error; when False they are warned about and left
+      out of the result.
+    model_kwargs: overrides for `models.create` (e.g. num_classes).
+
+  Returns:
+    {'params', 'batch_stats'}: nested dicts of numpy arrays with exactly the shapes
+    and dtypes of the model's variables (`fanet_tiny`: the bare backbone tree).
+
+  Raises:
+    ConvertError: missing keys (strict) or shape mismatches, every one listed.
+  """
+  table = reference_table(name, model_kwargs)
+  flat, missing, mismatched = {}, [], []
+  for e in table.entries:
+    if e.name not in state_dict:
+      missing.append(e.name)
+      continue
+    array = np.asarray(state_dict[e.name])
+    if array.shape != e.torch_shape:
+      mismatched.append(f'{e.name}: model {e.torch_shape}, checkpoint {array.shape}')
+      continue
+    flat[(e.collection,) + e.path] = to_flax_layout(e, array)
+  errors = ([_listing('shape mismatch(es)', mismatched)] if mismatched else [])
+  if missing and strict:
+    errors.insert(0, _listing('missing key(s)', missing))
+  if errors:
+    raise ConvertError(f'the state dict does not fit {name}: ' + '\n'.join(errors))
+  unexpected = sorted(set(state_dict) - set(table.reference_names()))
+  if unexpected:
+    warnings.warn(f'{name} does not use ' + _listing('key(s) of the state dict',
+                                                     unexpected), ConvertWarning)
+  if missing:
+    warnings.warn(f'{name}: ' + _listing('missing key(s) left out', missing),
+                  ConvertWarning)
+  variables = traverse_util.unflatten_dict(flat)
+  return {c: variables.get(c, {}) for c in pretrained.COLLECTIONS}
+
+
+def to_torch_state_dict(name: str, variables: dict,
+                        model_kwargs: Optional[dict] = None) -> dict:
+  """Converts our variables into a reference state dict.
+
+  Args:
+    name: the factory model name the variables belong to. For a bare backbone
+      ('fanet_tiny') the `backbone` subtree of classifier / segmentor variables is
+      taken.
+    variables: {'params', 'batch_stats'} (numpy or jax arrays).
+    model_kwargs: overrides for `models.create`.
+
+  Returns:
+    Reference name -> numpy array (OIHW kernels; BatchNorms with running_mean,
+    running_var and num_batches_tracked = 0 as int64), in state-dict order.
+
+  Raises:
+    ConvertError: variables that are not those of the model, every difference listed.
+  """
+  table = reference_table(name, model_kwargs)
+  params = variables.get('params') or {}
+  if 'backbone' in params and not any(e.path[0] == 'backbone' for e in table.entries):
+    variables = {c: (variables.get(c) or {}).get('backbone', {})
+                 for c in pretrained.COLLECTIONS}
+  flat = {(c,) + k: v for c in pretrained.COLLECTIONS
+          for k, v in traverse_util.flatten_dict(dict(variables.get(c) or {})).items()}
+  expected = {(e.collection,) + e.path: e for e in table.entries}
+  problems = ['/'.join(k) + ': missing' for k in expected if k not in flat]
+  problems += ['/'.join(k) + ': not in the model' for k in flat if k not in expected]
+  problems += [f'{"/".join(k)}: model {e.shape}, variables {np.shape(flat[k])}'
+               for k, e in expected.items() if k in flat and np.shape(flat[k]) != e.shape]
+  if problems:
+    raise ConvertError(f'the variables do not fit {name}: ' +
+                       _listing('difference(s)', problems))
+  state = {e.name: to_torch_layout(e, np.asarray(flat[(e.collection,) + e.path]))
+           for e in table.entries}
+  for prefix in table.bn_prefixes:
+    state[f'{prefix}.{NUM_BATCHES_TRACKED}'] = np.zeros((), np.int64)
+  return {n: state[n] for n in table.reference_names()}
+
+
+def _import_torch():
+  try:
+    import torch  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    raise ConvertError(f'.pth files need PyTorch, which is not installed: '
+                       f'{TORCH_INSTALL}') from None
+  return torch
+
+
+def _extension(path: str) -> str:
+  for ext in sorted(_EXTENSIONS, key=len, reverse=True):
+    if path.lower().endswith(ext):
+      return ext
+  raise ConvertError(f'{path}: unknown file type; expected one of '
+                     f'{", ".join(_EXTENSIONS)}')
+
+
+def _unwrap(obj):
+  # Training scripts save {'state_dict': ...} (timm, mmseg) or {'model': ...} (DeiT);
+  # `torch.save(model)` saves the module itself.
+  if callable(getattr(obj, 'state_dict', None)):
+    obj = obj.state_dict()
+  while isinstance(obj, Mapping):
+    inner = next((obj[k] for k in ('state_dict', 'model') if isinstance(obj.get(k),
+                                                                         Mapping)), None)
+    if inner is None:
+      return obj
+    obj = inner
+  raise ConvertError(f'expected a state dict (name -> tensor), got {type(obj).__name__}')
+
+
+def _first_line(error: Exception) -> str:
+  return (str(error).strip() or type(error).__name__).splitlines()[0]
+
+
+def _read_torch(path: str, trust_pickle: bool):
+  torch = _import_torch()
+  try:
+    return torch.load(path, map_location='cpu', weights_only=True)
+  except pickle.UnpicklingError as e:   # holds more than tensors and plain containers
+    if not trust_pickle:
+      raise ConvertError(
+          f'{path}: holds Python objects besides tensors ({_first_line(e)}). If you '
+          'trust the file, pass --trust-pickle (trust_pickle=True) to unpickle it '
+          'fully, which runs code from the file.') from None
+  except Exception as e:  # pylint: disable=broad-except
+    raise ConvertError(f'{path}: not a readable torch file ({_first_line(e)})') from None
+  try:
+    return torch.load(path, map_location='cpu', weights_only=False)
+  except Exception as e:  # pylint: disable=broad-except  (e.g. a class of mmcv's)
+    raise ConvertError(f'{path}: cannot be unpickled ({_first_line(e)})') from None
+
+
+def _to_numpy(value) -> np.ndarray:
+  if hasattr(value, 'detach'):          # a torch tensor; numpy has no bfloat16
+    value = value.detach().cpu()
+    if not value.dtype.is_floating_point or value.dtype.itemsize >= 4:
+      return value.numpy()
+    return value.float().numpy()
+  return np.asarray(value)
+
+
+def load_state_dict_file(path: str, *, trust_pickle: bool = False) -> dict:
+  """Reads a state dict from `.pth` / `.pth.tar` / `.pt`, `.safetensors` or `.npz`.
+
+  Args:
+    path: the file.
+    trust_pickle: for torch files that hold more than tensors (e.g. argparse
+      namespaces): unpickle fully, which runs code from the file.
+
+  Returns:
+    name -> numpy array, unwrapped from `state_dict` / `model` containers, with a
+    `module.` (DataParallel) prefix removed.
+
+  Raises:
+    ConvertError: missing file, unknown extension, torch missing, unreadable file.
+  """
+  if not os.path.isfile(path):
+    raise ConvertError(f'{path}: no such file')
+  ext = _extension(path)
+  if ext in _TORCH_EXTENSIONS:
+    obj = _read_torch(path, trust_pickle)
+  else:
+    try:
+      if ext == '.safetensors':
+        from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+        obj = load_file(path)
+      else:
+        with np.load(path, allow_pickle=False) as npz:
+          obj = dict(npz)
+    except Exception as e:  # pylint: disable=broad-except
+      raise ConvertError(f'{path}: not a readable {ext} file ({_first_line(e)})') from None
+  prefix = 'module.'
+  return {(k[len(prefix):] if k.startswith(prefix) else k): _to_numpy(v)
+          for k, v in _unwrap(obj).items()}
+
+
+def save_state_dict_file(path: str, state_dict: dict) -> None:
+  """Writes a state dict as `.pth` / `.pth.tar` / `.pt` (torch), `.safetensors` or `.npz`.
+
+  Raises:
+    ConvertError: unknown extension or torch missing.
+  """
+  ext = _extension(path)
+  if ext in _TORCH_EXTENSIONS:
+    torch = _import_torch()
+    torch.save({k: torch.from_numpy(np.asarray(v)) for k, v in state_dict.items()}, path)
+  elif ext == '.safetensors':
+    from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+    save_file(state_dict, path)
+  else:
+    np.savez(path, **state_dict)
+
+
+def _parse(argv):
+  parser = argparse.ArgumentParser(
+      prog='python -m fanet_jax.convert', description=__doc__.split('\n')[0])
+  parser.add_argument('--model', required=True,
+                      help='factory model name, e.g. fanet_tiny, fanet_tiny_classifier, '
+                      'fanet_tiny_upernet')
+  parser.add_argument('--input', required=True,
+                      help='--to flax: a .pth/.pth.tar/.pt, .safetensors or .npz state '
+                      'dict; --to torch: a variables checkpoint or a run\'s workdir')
+  parser.add_argument('--output', required=True,
+                      help='--to flax: a new directory (Orbax checkpoint); --to torch: '
+                      'a .pth, .safetensors or .npz file')
+  parser.add_argument('--to', choices=('flax', 'torch'), default='flax')
+  parser.add_argument('--num-classes', type=int, default=None,
+                      help='classes of the head(s), when not the model default')
+  parser.add_argument('--trust-pickle', action='store_true',
+                      help='unpickle .pth files that hold more than tensors (runs code '
+                      'from the file: only for files you trust)')
+  return parser.parse_args(argv)
+
+
+def _convert(args) -> str:
+  kwargs = {} if args.num_classes is None else {'num_classes': args.num_classes}
+  reference_table(args.model, kwargs)   # fail early on an unknown model
+  if args.to == 'flax':
+    if os.path.exists(args.output):
+      raise ConvertError(f'{args.output}: already exists')
+    state = load_state_dict_file(args.input, trust_pickle=args.trust_pickle)
+    variables = from_torch_state_dict(args.model, state, model_kwargs=kwargs)
+    pretrained.save_variables(args.output, variables)
+    count = models.count_params(variables)
+  else:
+    _extension(args.output)
+    if args.output.lower().endswith(_TORCH_EXTENSIONS):
+      _import_torch()
+    state = to_torch_state_dict(args.model, pretrained.load_variables(args.input), kwargs)
+    save_state_dict_file(args.output, state)
+    count = sum(np.size(v) for k, v in state.items() if k.endswith(('weight', 'bias')))
+  return f'Wrote {count:,} parameters of {args.model} to {args.output}'
+
+
+def main(argv=None) -> int:
+  """The command line; returns the exit status (2 with a one-line error message)."""
+  args = _parse(argv)
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter('always', ConvertWarning)
+    try:
+      message = _convert(args)
+    except (ConvertError, pretrained.PretrainedError) as e:
+      print(f'error: {e}', file=sys.stderr)
+      return 2
+    finally:
+      for w in caught:
+        if issubclass(w.category, ConvertWarning):
+          print(f'warning: {w.message}', file=sys.stderr)
+        else:
+          warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+  print(message)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
