@@ -205,6 +205,36 @@ def test_dense_attention_matches_numpy(mode):
     da.dense_attention(s, a, 'additive')
 
 
+def _np_torch_conv_transpose(x, weight, stride, padding=1):
+  """PyTorch ConvTranspose2d as a scatter: out[s*i - p + a] += x[i] * weight[a]."""
+  b, h, w, _ = x.shape
+  k = weight.shape[0]
+  full = np.zeros((b, (h - 1) * stride + k, (w - 1) * stride + k, weight.shape[3]))
+  for i in range(h):
+    for j in range(w):
+      full[:, stride * i:stride * i + k, stride * j:stride * j + k] += np.einsum(
+          'bc,hwcd->bhwd', x[:, i, j], weight)
+  ho, wo = (h - 1) * stride - 2 * padding + k, (w - 1) * stride - 2 * padding + k
+  return full[:, padding:padding + ho, padding:padding + wo]
+
+
+@pytest.mark.parametrize('kernel_size,stride', [(4, 2), (3, 1)])
+def test_transposed_conv_impls_match_pytorch(kernel_size, stride):
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(2, 5, 7, 3)).astype(np.float32)
+  weight = rng.normal(size=(kernel_size, kernel_size, 3, 4)).astype(np.float32)
+  # Our kernel is PyTorch's (in HWIO order) flipped spatially.
+  variables = {'params': {'kernel': jnp.asarray(weight[::-1, ::-1])}}
+  expected = _np_torch_conv_transpose(x, weight, stride)
+  assert expected.shape == (2, 5 * stride, 7 * stride, 4)
+  for impl in ('parity', 'lax'):
+    conv = da.ConvTranspose(4, kernel_size, stride, impl)
+    assert jax.tree.map(jnp.shape, conv.init(RNGS, x)) == jax.tree.map(jnp.shape,
+                                                                      variables)
+    np.testing.assert_allclose(conv.apply(variables, x), expected, rtol=1e-4,
+                               atol=1e-4)
+
+
 def test_squeeze_unit_outputs():
   unit = da.SqueezeUnit(4)
   x = np.random.default_rng(0).normal(size=(2, 5, 6, 3)).astype(np.float32)
