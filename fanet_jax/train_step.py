@@ -69,7 +69,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
   def train_step(state: TrainState, batch: dict, rng: jax.Array):
     step_rng = jax.random.fold_in(rng, state.step)
 
-    def loss_fn(params):
+    def objective(params):
       (logits, aux_logits), updates = model.apply(
           {'params': params, 'batch_stats': state.batch_stats}, batch['image'],
           train=True, rngs={'dropout': step_rng}, mutable=['batch_stats'])
@@ -80,7 +80,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
       return loss, (updates['batch_stats'], parts)
 
     (loss, (batch_stats, parts)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params)
+        objective, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_state = TrainState(step=state.step + 1, params=params,
