@@ -288,7 +288,7 @@ def test_factory_and_dtype():
           'dense_attention_seg_test'} <= set(models.available())
   model = models.create('dense_attention_seg_r50', attention='none', num_classes=4)
   assert (model.attention, model.num_classes, model.in_channels) == ('none', 4, 1)
-  assert models.create('dense_attention_seg_micro').squeeze_channels == 16
+  assert models.create('dense_attention_seg_micro').squeeze_channels == 32
   assert models.create('deeplabv3plus_r50').output_stride == 16
   with pytest.raises(ValueError, match='attention'):
     models.create('deeplabv3plus_r50', attention='none')

@@ -39,8 +39,10 @@ LEVEL_KEYS = ('stem', 'layer1', 'layer2', 'layer3', 'layer4')  # + the ASPP outp
 
 # Variants: DenseAttentionSeg field values. R50 is the paper's model (the defaults).
 R50 = dict(resnet.R50)
-MICRO = dict(resnet.MICRO, aspp_channels=64, squeeze_channels=16,
-             decoder_channels=(64, 64, 32, 16, 16, 8))
+# The micro decoder keeps 32 channels down to full resolution: with (.., 16, 16, 8)
+# it fit a single batch 5x more slowly (weighted CE 0.68 vs 0.32 after 80 steps).
+MICRO = dict(resnet.MICRO, aspp_channels=64, squeeze_channels=32,
+             decoder_channels=(64, 64, 32, 32, 32, 32))
 TEST = dict(resnet.TEST, aspp_channels=8, squeeze_channels=4,
             decoder_channels=(8, 8, 8, 4, 4, 4))
 
