@@ -7,6 +7,13 @@ writes our variables back as a reference state dict:
   python -m fanet_jax.convert --model fanet_tiny --input model_best.pth.tar --output DIR
   python -m fanet_jax.convert --model fanet_tiny_upernet --input DIR --output out.pth \\
       --to torch
+  python -m fanet_jax.convert --model resnet50_torchvision --input resnet50.pth \\
+      --output DIR
+
+The last reads torchvision's ImageNet `resnet50` state dict into the `backbone` (the
+1-channel ResNet-50 encoder) of `dense_attention_seg_r50` / `deeplabv3plus_r50`, the
+RGB stem filters summed into the depth channel (`convert_names.rgb_to_depth_stem`);
+`fc.*` is reported unused.
 
 The Orbax output is what `launch.py --set init_from=DIR` reads
 (`fanet_jax.pretrained`). Names and layouts are mapped in `convert_names.py`. torch is
@@ -26,13 +33,21 @@ import numpy as np
 from flax import traverse_util
 
 from fanet_jax import models, pretrained
-from fanet_jax.convert_names import NUM_BATCHES_TRACKED, Table, build_table
+from fanet_jax.convert_names import NUM_BATCHES_TRACKED, TORCHVISION_STEM, Table
+from fanet_jax.convert_names import build_table, rgb_to_depth_stem
 from fanet_jax.convert_names import to_flax_layout, to_torch_layout
 from fanet_jax.models.classifier import ImageClassifier
 
 TORCH_INSTALL = 'pip install torch==2.13.0'
 _TORCH_EXTENSIONS = ('.pth', '.pth.tar', '.pt', '.bin')
 _EXTENSIONS = _TORCH_EXTENSIONS + ('.safetensors', '.npz')
+
+
+# Converter names for torchvision ResNet checkpoints -> the factory model whose
+# `backbone` subtree they fill (the ResNet-50 encoders of dense_attention_seg_r50 and
+# deeplabv3plus_r50 are the same tree).
+TORCHVISION_RESNETS = {'resnet50_torchvision': 'dense_attention_seg_r50',
+                       'resnet50': 'dense_attention_seg_r50'}
 
 
 class ConvertError(ValueError):
@@ -62,15 +77,22 @@ def _cached_table(name: str, items: tuple) -> Table:
 
 
 def _table(name: str, model_kwargs: dict) -> Table:
+  target = TORCHVISION_RESNETS.get(name, name)
   try:
-    model = models.create(name, **model_kwargs)
+    model = models.create(target, **model_kwargs)
   except ValueError as e:
     raise ConvertError(str(e)) from None
   rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(1)}
+  channels = getattr(model, 'in_channels', 3)    # the depth models take 1
   # train=True: the auxiliary head exists only in training.
-  shapes = jax.eval_shape(lambda: model.init(rngs, jnp.zeros((1, 64, 64, 3)), train=True))
+  shapes = jax.eval_shape(
+      lambda: model.init(rngs, jnp.zeros((1, 64, 64, channels)), train=True))
   flat = {(c,) + k: v for c in pretrained.COLLECTIONS
           for k, v in traverse_util.flatten_dict(dict(shapes.get(c, {}))).items()}
+  if name in TORCHVISION_RESNETS:
+    # Only the encoder; torchvision's names have no `backbone.` prefix.
+    flat = {k: v for k, v in flat.items() if k[1] == 'backbone'}
+    return build_table(flat, drop_backbone_prefix=True)
   return build_table(flat, drop_backbone_prefix=isinstance(model, ImageClassifier))
 
 
@@ -84,7 +106,9 @@ def from_torch_state_dict(name: str, state_dict: Mapping[str, np.ndarray], *,
 
   Args:
     name: a factory model name, e.g. 'fanet_tiny', 'fanet_tiny_classifier',
-      'fanet_tiny_upernet'.
+      'fanet_tiny_upernet'; or a key of `TORCHVISION_RESNETS` ('resnet50_torchvision'):
+      a torchvision ImageNet ResNet into the `backbone` of the depth models, the RGB
+      stem summed into the depth channel.
     state_dict: reference name -> array (numpy or anything np.asarray takes).
     strict: missing keys are an error; when False they are warned about and left
       out of the result.
@@ -92,7 +116,8 @@ def from_torch_state_dict(name: str, state_dict: Mapping[str, np.ndarray], *,
 
   Returns:
     {'params', 'batch_stats'}: nested dicts of numpy arrays with exactly the shapes
-    and dtypes of the model's variables (`fanet_tiny`: the bare backbone tree).
+    and dtypes of the model's variables (`fanet_tiny`: the bare backbone tree;
+    torchvision ResNets: only the `backbone` subtree, for `pretrained.merge`).
 
   Raises:
     ConvertError: missing keys (strict) or shape mismatches, every one listed.
@@ -104,6 +129,8 @@ def from_torch_state_dict(name: str, state_dict: Mapping[str, np.ndarray], *,
       missing.append(e.name)
       continue
     array = np.asarray(state_dict[e.name])
+    if name in TORCHVISION_RESNETS and e.name == TORCHVISION_STEM:
+      array = rgb_to_depth_stem(array, e.torch_shape)
     if array.shape != e.torch_shape:
       mismatched.append(f'{e.name}: model {e.torch_shape}, checkpoint {array.shape}')
       continue
@@ -283,7 +310,8 @@ def _parse(argv):
       prog='python -m fanet_jax.convert', description=__doc__.split('\n')[0])
   parser.add_argument('--model', required=True,
                       help='factory model name, e.g. fanet_tiny, fanet_tiny_classifier, '
-                      'fanet_tiny_upernet')
+                      'fanet_tiny_upernet; or resnet50_torchvision (alias resnet50): '
+                      'torchvision ImageNet ResNet-50 -> the depth models\' backbone')
   parser.add_argument('--input', required=True,
                       help='--to flax: a .pth/.pth.tar/.pt, .safetensors or .npz state '
                       'dict; --to torch: a variables checkpoint or a run\'s workdir')

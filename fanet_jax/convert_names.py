@@ -9,12 +9,21 @@ name from a few rules, and the resulting table is checked to be one-to-one.
   `psp_modules_{i}` -> `psp_modules.{i}.1` (mmseg's PPM branch is
   `Sequential(AdaptiveAvgPool2d, ConvModule)`); the reference keeps SCM's layers in
   the AFE itself: `attn/scm/ctx_conv` -> `attn.ctx_conv`, `attn/scm/norm` -> `attn.norm3`;
+  torchvision ResNets (the depth models' encoder, `models/resnet.py`): `layer{s}_{b}` ->
+  `layer{s}.{b}`, `downsample_{i}` -> `downsample.{i}`;
 - leaves: `kernel` / `scale` -> `weight`, `bias` -> `bias`; BatchNorm statistics
   (collection `batch_stats`) `mean` / `var` -> `running_mean` / `running_var`; every
   BatchNorm also has a `num_batches_tracked` buffer, which Flax does not keep;
 - prefixes: the classifier reference (ImageNet) has its backbone at the top level
   (`downsample_layers`, `stages`, `norm`, `head`), so the Flax `backbone/` prefix is
-  dropped; mmseg segmentors keep `backbone.`, `decode_head.`, `auxiliary_head.`.
+  dropped; mmseg segmentors keep `backbone.`, `decode_head.`, `auxiliary_head.`. A
+  torchvision ResNet checkpoint is a bare classifier too (`conv1`, `layer1`, `fc`).
+
+Depth stem: torchvision's ImageNet `conv1.weight` is (64, 3, 7, 7) and the depth
+encoder's is (64, 1, 7, 7); `rgb_to_depth_stem` sums the filters over the RGB channels.
+A depth map seen as a grey image (three equal channels d) then gives exactly the
+ImageNet first-layer response, sum_c W_c * d = (sum_c W_c) * d (the usual
+ImageNet-to-single-channel transfer; torchvision's input normalisation is not applied).
 
 Layouts: conv kernels are OIHW there (grouped: O, I/groups, H, W) and HWIO here (H, W,
 I/groups, O); Linear weights are (out, in) there and Dense kernels (in, out) here.
@@ -29,6 +38,8 @@ _SEGMENT_RULES = tuple((re.compile(p), r) for p, r in (
     (r'stages_(\d+)_(\d+)', r'stages.\1.\2'),
     (r'psp_modules_(\d+)', r'psp_modules.\1.1'),
     (r'(downsample_layers|lateral_convs|fpn_convs|convs)_(\d+)', r'\1.\2'),
+    (r'(layer\d+)_(\d+)', r'\1.\2'),               # torchvision ResNet blocks
+    (r'downsample_(\d+)', r'downsample.\1'),        # torchvision's shortcut Sequential
 ))
 # SCM's layers sit in the AFE itself in the reference.
 _SCM_NAMES = {'ctx_conv': 'ctx_conv', 'norm': 'norm3'}
@@ -176,3 +187,28 @@ def build_table(flat_variables: dict, drop_backbone_prefix: bool) -> Table:
                       if e.collection == 'batch_stats' and e.path[-1] == 'mean')
   return Table(tuple(entries[n] for n in _in_reference_order(list(entries))),
                bn_prefixes)
+
+
+# The stem conv of a torchvision ResNet state dict.
+TORCHVISION_STEM = 'conv1.weight'
+
+
+def rgb_to_depth_stem(array: np.ndarray, torch_shape: tuple) -> np.ndarray:
+  """An RGB stem kernel (O, 3, H, W) for a 1-channel model: summed over the channels.
+
+  Args:
+    array: the checkpoint's stem kernel (OIHW).
+    torch_shape: the model's stem kernel shape (OIHW).
+
+  Returns:
+    `array` summed over its input channels (keepdims) when it is (O, 3, H, W) and the
+    model wants (O, 1, H, W); otherwise `array` unchanged (a mismatch is reported by
+    the caller). See the module docstring for why the sum.
+  """
+  array, torch_shape = np.asarray(array), tuple(torch_shape)
+  if (array.ndim == 4 and array.shape[1] == 3 and len(torch_shape) == 4
+      and torch_shape[1] == 1
+      and array.shape[:1] + array.shape[2:] == torch_shape[:1] + torch_shape[2:]):
+    # Sum in float64: the float32 result is then the correctly rounded sum.
+    return array.astype(np.float64).sum(axis=1, keepdims=True).astype(array.dtype)
+  return array
