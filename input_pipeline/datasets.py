@@ -1,11 +1,13 @@
 """The segmentation data sets, their classes and palette, opened as random-access sources.
 
 SPEC section 4: ZeroWaste-f (5 classes, ignore label 255) and the synthetic stand-in
-with the same classes. `load_source` prepares a TFDS data set on first use (the
-synthetic one is generated, ZeroWaste-f is read from its manual directory) and opens
-one split as an array_record data source: random access, `len()`, pickleable, so
-grain can shard it per JAX process and read it from worker processes. Neither
-preparing nor reading needs TensorFlow (PNG bytes are written and decoded by PIL).
+with the same classes; SPEC section 3: InterSegHands (depth, 3 classes) and its
+synthetic stand-in. `load_source` prepares a TFDS data set on first use (the
+synthetic ones are generated, ZeroWaste-f and InterSegHands are read from their
+manual directories) and opens one split as an array_record data source: random
+access, `len()`, pickleable, so grain can shard it per JAX process and read it from
+worker processes. Neither preparing nor reading needs TensorFlow (PNG bytes are
+written and decoded by PIL).
 """
 import os
 from typing import Any
@@ -13,6 +15,8 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
+from input_pipeline import interseg
+from input_pipeline import synthetic_hands
 from input_pipeline import synthetic_waste
 from input_pipeline import zerowaste
 from input_pipeline.errors import DataError
@@ -20,12 +24,21 @@ from input_pipeline.errors import DataError
 ZEROWASTE_CLASSES = ('background', 'rigid_plastic', 'cardboard', 'metal', 'soft_plastic')
 ZEROWASTE_PALETTE = ((10, 10, 10), (6, 230, 230), (4, 200, 3), (204, 5, 255),
                      (235, 255, 7))
+HAND_CLASSES = ('background', 'hand', 'object')
 IGNORE_INDEX = 255
 SPLITS = ('train', 'val', 'test')
 # Every builder here; a plain mapping, so an unknown name fails with the list.
 BUILDERS = {
     'synthetic_waste': synthetic_waste.SyntheticWaste,
     'zero_waste_f': zerowaste.ZeroWasteF,
+    'synthetic_hands': synthetic_hands.SyntheticHands,
+    'inter_seg_hands': interseg.InterSegHands,
+}
+# Layout checks of the data sets read from a manual directory, run before TFDS's own
+# (which fails on a missing folder with an AssertionError about "manual directory").
+MANUAL_LAYOUT_CHECKS = {
+    'zero_waste_f': zerowaste.find_pairs,
+    'inter_seg_hands': interseg.find_pairs,
 }
 
 
@@ -33,13 +46,15 @@ class SegmentationSource:
   """A TFDS data source whose examples are `{'image', 'label', 'file_name'}`.
 
   TFDS decodes the label as (H, W, 1) and the file name as bytes; this squeezes
-  the label to (H, W) and decodes the name, so transforms see one format.
+  the label to (H, W) and decodes the name, so transforms see one format. The image
+  keeps its channel axis: uint8 (H, W, 3) RGB, or uint16 (H, W, 1) depth in mm.
   """
 
-  def __init__(self, source: Any, name: str, split: str):
+  def __init__(self, source: Any, name: str, split: str, image_dtype=np.uint8):
     self._source = source
     self.name = name
     self.split = split
+    self.image_dtype = np.dtype(image_dtype)
 
   def __len__(self) -> int:
     return len(self._source)
@@ -47,7 +62,7 @@ class SegmentationSource:
   def __getitem__(self, index: int) -> dict[str, Any]:
     example = self._source[index]
     return {
-        'image': np.asarray(example['image'], np.uint8),
+        'image': np.asarray(example['image'], self.image_dtype),
         'label': np.asarray(example['label'], np.uint8)[..., 0],
         'file_name': example['file_name'].decode('utf-8'),
     }
@@ -61,10 +76,11 @@ def make_builder(name: str, *, data_dir: str,
   """Instantiates a builder of this package (nothing is prepared yet).
 
   Args:
-    name: 'synthetic_waste' or 'zero_waste_f'.
+    name: a key of `BUILDERS`: 'synthetic_waste', 'zero_waste_f', 'synthetic_hands'
+      or 'inter_seg_hands'.
     data_dir: TFDS data directory.
-    builder_config: builder config name ('demo', 'tiny' for synthetic_waste; None
-      for its default, and for zero_waste_f, which has no configs).
+    builder_config: builder config name ('demo', 'tiny' for the synthetic sets; None
+      for their default, and for the manual ones, which have no configs).
 
   Returns:
     The builder, writing and reading array_record files.
@@ -88,29 +104,35 @@ def load_source(name: str, split: str, *, data_dir: str, manual_dir: str | None 
   """Opens one split of a data set, preparing the data set first if needed.
 
   Args:
-    name: 'synthetic_waste' or 'zero_waste_f'.
+    name: a key of `BUILDERS`, see `make_builder`.
     split: 'train', 'val' or 'test'.
     data_dir: TFDS data directory (prepared data sets live under it).
-    manual_dir: where ZeroWaste-f was unpacked; only read while preparing it.
+    manual_dir: where ZeroWaste-f or InterSegHands was put; only read while
+      preparing it.
     builder_config: builder config name, see `make_builder`.
 
   Returns:
-    A pickleable random-access source of dicts: 'image' uint8 (H, W, 3), 'label'
-    uint8 (H, W) with values in 0..4 or 255, 'file_name' str.
+    A pickleable random-access source of dicts: 'image' uint8 (H, W, 3) RGB for the
+    waste sets, uint16 (H, W, 1) depth in mm (0 = missing) for the hand sets; 'label'
+    uint8 (H, W) with values below the number of classes or 255; 'file_name' str.
 
   Raises:
-    DataError: unknown name, config or split; for ZeroWaste-f, a manual directory
-      that is missing, not in the official layout, or holds a bad file.
+    DataError: unknown name, config or split, or a split the prepared data set does
+      not have (InterSegHands without val / test); for the manual data sets, a
+      manual directory that is missing, not in the expected layout, or holds a bad
+      file.
   """
   builder = make_builder(name, data_dir=data_dir, builder_config=builder_config)
   if split not in SPLITS:
     raise DataError(f'Unknown split {split!r} of {name}; valid: {list(SPLITS)}.')
   # (`is_prepared` alone logs a warning when the folder does not exist yet.)
   if not (builder.data_path.exists() and builder.is_prepared()):
-    if name == 'zero_waste_f':
-      # Check the layout here too: TFDS would otherwise fail on a missing folder
-      # with an AssertionError about "manual directory" before our checks run.
-      zerowaste.find_pairs(manual_dir)
+    if name in MANUAL_LAYOUT_CHECKS:
+      MANUAL_LAYOUT_CHECKS[name](manual_dir)
     download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
     builder.download_and_prepare(download_config=download_config)
-  return SegmentationSource(builder.as_data_source(split), name, split)
+  if split not in builder.info.splits:
+    raise DataError(f'{name} in {builder.data_dir} has no split {split!r}; it has '
+                    f'{sorted(builder.info.splits)}.')
+  return SegmentationSource(builder.as_data_source(split), name, split,
+                            builder.info.features['image'].np_dtype)

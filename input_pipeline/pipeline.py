@@ -1,17 +1,20 @@
-"""grain training loader and evaluation batches of the segmentation data (SPEC section 4).
+"""grain training loaders and evaluation batches of the segmentation data (SPEC 3, 4).
 
 `train_loader` is the FANet fine-tuning pipeline (mmsegmentation order: rescale,
 crop, flip, photometric distortion, normalise, pad) on a grain `DataLoader`, sharded
 per JAX process, shuffled per epoch, checkpointable through its iterator state.
 `eval_batches` is the test pipeline (keep-ratio rescale, sides up to a multiple,
 normalise; the label keeps its original size), a plain deterministic generator that
-keeps every process in step.
+keeps every process in step. `depth_train_loader` and `depth_eval_batches` are the
+same for DenseAttentionSeg's depth frames (full frames, no rescale or crop; random
+flip, rotation and depth noise, then depth normalisation into one channel).
 """
 from absl import flags
 import grain.python as grain
 import jax
 import numpy as np
 
+from input_pipeline import depth_transforms
 from input_pipeline import transforms
 from input_pipeline.errors import DataError
 
@@ -88,14 +91,81 @@ def train_loader(source, *, batch_size, num_classes, crop_size, img_scale, ratio
     grain.DataLoader yielding {'image': float32 (B, ch, cw, 3), 'label': int32
     (B, ch, cw)}, incomplete last batches dropped.
   """
-  shard_options = grain.ShardOptions(shard_index, shard_count, drop_remainder=True)
-  sampler = grain.IndexSampler(num_records=len(source), shard_options=shard_options,
-                               shuffle=True, num_epochs=num_epochs, seed=seed)
   ops = train_transforms(
       num_classes=num_classes, crop_size=crop_size, img_scale=img_scale,
       ratio_range=ratio_range, cat_max_ratio=cat_max_ratio, flip_prob=flip_prob,
       photometric=photometric, mean=mean, std=std, ignore_index=ignore_index)
-  ops.append(grain.Batch(batch_size, drop_remainder=True))
+  return _grain_loader(source, ops, batch_size=batch_size, seed=seed,
+                       shard_index=shard_index, shard_count=shard_count,
+                       worker_count=worker_count, num_epochs=num_epochs,
+                       read_options=read_options)
+
+
+def depth_train_transforms(*, num_classes, rotate_degrees, noise_sigma_mm, flip_prob,
+                           min_mm, max_mm, ignore_index):
+  """The per-example training transforms of depth frames (DenseAttentionSeg).
+
+  Args:
+    num_classes: labels must be below this or equal to ignore_index.
+    rotate_degrees: rotation angle ~ U(-rotate_degrees, rotate_degrees) (0: none).
+    noise_sigma_mm: std of the Gaussian noise on valid depth, in mm (0: none).
+    flip_prob: probability of a horizontal flip.
+    min_mm: depth mapped to 0 by the normalisation.
+    max_mm: depth mapped to 1 by the normalisation.
+    ignore_index: label value that counts for nothing.
+
+  Returns:
+    list of grain transforms mapping a source example to
+    {'image': float32 (H, W, 1), 'label': int32 (H, W)} at the frame's full size.
+  """
+  return [depth_transforms.ValidateDepthLabel(num_classes, ignore_index),
+          transforms.RandomFlip(flip_prob),
+          depth_transforms.RandomRotate(rotate_degrees),
+          depth_transforms.DepthNoise(noise_sigma_mm),
+          depth_transforms.NormalizeDepth(min_mm, max_mm),
+          transforms.ToTrainingExample()]
+
+
+def depth_train_loader(source, *, batch_size, num_classes=3, rotate_degrees,
+                       noise_sigma_mm, flip_prob=0.5, min_mm, max_mm, ignore_index=255,
+                       seed, shard_index=0, shard_count=1, worker_count=0,
+                       num_epochs=None, read_options=None):
+  """The training data loader of depth frames of one process.
+
+  Full frames (the paper trains at 640x480: no rescale, no crop), randomly flipped,
+  rotated and noised, normalised by `NormalizeDepth`. Sharding, per-epoch shuffling,
+  reproducibility and `get_state()` / `set_state()` as `train_loader`.
+
+  Args:
+    source: random-access source (len, __getitem__) of
+      {'image': uint16 (H, W, 1) depth in mm, 'label': uint8 (H, W), 'file_name'}.
+    batch_size: examples per batch of this process (the per-process batch).
+    num_classes, rotate_degrees, noise_sigma_mm, flip_prob, min_mm, max_mm,
+      ignore_index: see `depth_train_transforms`.
+    seed, shard_index, shard_count, worker_count, num_epochs, read_options: see
+      `train_loader`.
+
+  Returns:
+    grain.DataLoader yielding {'image': float32 (B, H, W, 1), 'label': int32
+    (B, H, W)}, incomplete last batches dropped.
+  """
+  ops = depth_train_transforms(
+      num_classes=num_classes, rotate_degrees=rotate_degrees,
+      noise_sigma_mm=noise_sigma_mm, flip_prob=flip_prob, min_mm=min_mm, max_mm=max_mm,
+      ignore_index=ignore_index)
+  return _grain_loader(source, ops, batch_size=batch_size, seed=seed,
+                       shard_index=shard_index, shard_count=shard_count,
+                       worker_count=worker_count, num_epochs=num_epochs,
+                       read_options=read_options)
+
+
+def _grain_loader(source, ops, *, batch_size, seed, shard_index, shard_count,
+                  worker_count, num_epochs, read_options):
+  """A sharded, per-epoch shuffled grain DataLoader batching the output of `ops`."""
+  shard_options = grain.ShardOptions(shard_index, shard_count, drop_remainder=True)
+  sampler = grain.IndexSampler(num_records=len(source), shard_options=shard_options,
+                               shuffle=True, num_epochs=num_epochs, seed=seed)
+  ops = list(ops) + [grain.Batch(batch_size, drop_remainder=True)]
   if worker_count > 0 and not flags.FLAGS.is_parsed():
     # grain's worker processes read absl flags, which fail if never parsed (tests,
     # notebooks, launchers that do not use absl.app).
@@ -132,25 +202,71 @@ def eval_batches(source, *, batch_size, num_classes, img_scale, size_divisor, me
     iterator of {'image': float32 (B, h, w, 3), 'label': int32 (B, H0, W0)}, with
     (h, w) the rescaled size and (H0, W0) the original size.
   """
-  n = len(source)
-  bounds = [i * n // shard_count for i in range(shard_count + 1)]
   rescale = transforms.Rescale(tuple(img_scale), size_divisor)
   steps = [transforms.ValidateLabel(num_classes, ignore_index), rescale,
            transforms.Normalize(tuple(mean), tuple(std))]
+  indices, reference, num_batches = _eval_shard(source, batch_size, shard_index,
+                                                shard_count)
+  padding_shape = None if reference is None else (
+      rescale.output_size(*reference[0][:2]) + (3,))
+  return _eval_generator(source, indices, steps, batch_size, ignore_index, reference,
+                         num_batches, padding_shape)
+
+
+def depth_eval_batches(source, *, batch_size, num_classes=3, min_mm, max_mm,
+                       ignore_index=255, shard_index=0, shard_count=1):
+  """Evaluation batches of depth frames of one process: full frames, normalised.
+
+  Sharding, batching of equal sizes, padding examples (zero image, label all
+  ignore_index) and equal batch counts across shards as `eval_batches`.
+
+  Args:
+    source: random-access source of {'image': uint16 (H, W, 1), 'label', 'file_name'}.
+    batch_size: examples per batch of this process.
+    num_classes: labels must be below this or equal to ignore_index.
+    min_mm: depth mapped to 0 by `NormalizeDepth`.
+    max_mm: depth mapped to 1 by `NormalizeDepth`.
+    ignore_index: label value that counts for nothing.
+    shard_index: this process's shard.
+    shard_count: number of shards (processes).
+
+  Returns:
+    iterator of {'image': float32 (B, H, W, 1), 'label': int32 (B, H, W)}.
+  """
+  steps = [depth_transforms.ValidateDepthLabel(num_classes, ignore_index),
+           depth_transforms.NormalizeDepth(min_mm, max_mm)]
+  indices, reference, num_batches = _eval_shard(source, batch_size, shard_index,
+                                                shard_count)
+  padding_shape = None if reference is None else reference[0]
+  return _eval_generator(source, indices, steps, batch_size, ignore_index, reference,
+                         num_batches, padding_shape)
+
+
+def _eval_shard(source, batch_size, shard_index, shard_count):
+  """Splits evaluation over shards: shard i reads [i * n // k, (i + 1) * n // k).
+
+  Returns:
+    (this shard's indices, reference, num_batches): with several shards, reference
+    is the (image shape, label shape) of example 0, which every example must have,
+    and num_batches the batch count of the longest shard, which every shard yields;
+    both are None with one shard.
+  """
+  n = len(source)
+  bounds = [i * n // shard_count for i in range(shard_count + 1)]
   reference = num_batches = None
   if shard_count > 1 and n:
     first = source[0]
     reference = (first['image'].shape, first['label'].shape)
     num_batches = max(-(-(end - start) // batch_size)
                       for start, end in zip(bounds, bounds[1:]))
-  return _eval_generator(source, range(bounds[shard_index], bounds[shard_index + 1]),
-                         steps, rescale, batch_size, ignore_index, reference, num_batches)
+  return range(bounds[shard_index], bounds[shard_index + 1]), reference, num_batches
 
 
-def _eval_generator(source, indices, steps, rescale, batch_size, ignore_index, reference,
-                    num_batches):
+def _eval_generator(source, indices, steps, batch_size, ignore_index, reference,
+                    num_batches, padding_shape):
   """Yields the batches of `eval_batches` (a separate function so errors in its
-  arguments are raised at the call, not at the first batch)."""
+  arguments are raised at the call, not at the first batch); all-padding batches
+  have images of `padding_shape` (the transformed reference image's shape)."""
   pending, count = [], 0
   for index in indices:
     example = source[index]
@@ -174,8 +290,7 @@ def _eval_generator(source, indices, steps, rescale, batch_size, ignore_index, r
     yield _complete_batch(pending, batch_size, ignore_index)
     count += 1
   if num_batches is not None:
-    image_shape = rescale.output_size(*reference[0][:2]) + (3,)
-    padding = {'image': np.zeros((batch_size,) + image_shape, np.float32),
+    padding = {'image': np.zeros((batch_size,) + tuple(padding_shape), np.float32),
                'label': np.full((batch_size,) + reference[1], ignore_index, np.int32)}
     for _ in range(count, num_batches):
       yield {key: value.copy() for key, value in padding.items()}
