@@ -12,7 +12,7 @@ from fanet_jax import train_step as train_step_lib
 def _run(mesh, batch, num_steps):
   model = models.create('fanet_test_upernet', num_classes=5)
   tx = optim.adamw(lambda step: 9e-5,  # the recipe's learning rate
-                    betas=(0.9, 0.999), weight_decay=1e-3)
+                   betas=(0.9, 0.999), weight_decay=1e-3)
   replicated = sharding.replicated(mesh)
   state = jax.jit(functools.partial(train_step_lib.init_state, model, tx,
                                     image_shape=(1, 32, 32, 3)),
@@ -21,11 +21,11 @@ def _run(mesh, batch, num_steps):
   step = jax.jit(train_step_lib.make_train_step(model, tx, loss_fn),
                  in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
                  out_shardings=(replicated, replicated), donate_argnums=0)
-  losses = []
+  step_losses = []
   for _ in range(num_steps):
     state, metrics = step(state, sharding.shard_batch(batch, mesh), jax.random.key(1))
-    losses.append(float(metrics['loss']))
-  return losses, jax.device_get(state)
+    step_losses.append(float(metrics['loss']))
+  return step_losses, jax.device_get(state)
 
 
 def _batch(seed=0, size=8):
