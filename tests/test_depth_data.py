@@ -99,6 +99,11 @@ def _break(root, what):
   if what == 'missing_mask':
     os.rename(root / 'test' / 'mask', root / 'test' / 'masks')
     return re.escape(str(root / 'test' / 'mask')) + ': folder missing'
+  if what == 'empty_split':
+    for folder in ('depth', 'mask'):
+      for name in os.listdir(root / 'test' / folder):
+        os.remove(root / 'test' / folder / name)
+    return re.escape(str(root / 'test')) + ': no PNG files'
   if what == 'unpaired':
     os.remove(train / 'mask' / 'train_001.png')
     os.remove(root / 'val' / 'depth' / 'val_000.png')
@@ -127,7 +132,7 @@ def _break(root, what):
 
 
 @pytest.mark.parametrize('what', ['missing_dir', 'missing_train', 'missing_depth',
-                                  'missing_mask', 'unpaired', 'corrupt', 'depth_8bit',
+                                  'missing_mask', 'empty_split', 'unpaired', 'corrupt', 'depth_8bit',
                                   'depth_rgb', 'size', 'value', 'mask_16bit'])
 def test_interseg_bad_input(tmp_path, what):
   root = tmp_path / 'hands'
