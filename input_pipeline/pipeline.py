@@ -1,14 +1,17 @@
 """grain training loaders and evaluation batches of the segmentation data (SPEC 3, 4).
 
 `train_loader` is the FANet fine-tuning pipeline (mmsegmentation order: rescale,
-crop, flip, photometric distortion, normalise, pad) on a grain `DataLoader`, sharded
-per JAX process, shuffled per epoch, checkpointable through its iterator state.
+crop, flip, photometric distortion, normalise, pad) on a grain `DataLoader`: each JAX
+process reads its rows of every global batch, shuffled per epoch, checkpointable
+through its iterator state.
 `eval_batches` is the test pipeline (keep-ratio rescale, sides up to a multiple,
 normalise; the label keeps its original size), a plain deterministic generator that
 keeps every process in step. `depth_train_loader` and `depth_eval_batches` are the
 same for DenseAttentionSeg's depth frames (full frames, no rescale or crop; random
 flip, rotation and depth noise, then depth normalisation into one channel).
 """
+import sys
+
 from absl import flags
 import grain.python as grain
 import jax
@@ -68,10 +71,11 @@ def train_loader(source, *, batch_size, num_classes, crop_size, img_scale, ratio
                  num_epochs=None, read_options=None):
   """The training data loader of one process.
 
-  Each process reads its own contiguous shard of the source (remainder dropped), in an
-  order reshuffled every epoch from `seed`; each example's augmentation draws come
-  from `seed` and its position in the sampler, so a run is reproducible, and the
-  loader iterator's `get_state()` / `set_state()` resume it exactly.
+  The source is read in an order reshuffled every epoch from `seed`; each process
+  reads its rows of every global batch (`GlobalOrderSampler`), and each example's
+  augmentation draws come from `seed` and its global position, so a run is
+  reproducible whatever the number of processes, and the loader iterator's
+  `get_state()` / `set_state()` resume it exactly.
 
   Args:
     source: random-access source (len, __getitem__) of
@@ -159,12 +163,64 @@ def depth_train_loader(source, *, batch_size, num_classes=3, rotate_degrees,
                        read_options=read_options)
 
 
+class GlobalOrderSampler:
+  """Makes every process's share of a global batch independent of the process count.
+
+  grain's DataLoader gives process p of P the sampler indices p, p + P, p + 2P, ...
+  and batches them in order; `make_array_from_process_local_data` then stacks the
+  processes' batches. This sampler maps those indices so that global batch k holds
+  positions [k * B, (k + 1) * B) of one shuffled order of the whole data set, in
+  that order (process p gets rows [p * b, (p + 1) * b) of it, b = B / P), and every
+  example's random augmentation is drawn from its global position. One process or
+  many, one device or many: a run sees exactly the same batches.
+
+  Args:
+    num_records: examples in the source.
+    local_batch_size: examples per batch of one process (b).
+    shard_index: this process (p).
+    shard_count: number of processes (P).
+    seed: shuffle and augmentation seed.
+    num_epochs: epochs to read; None repeats forever.
+  """
+
+  def __init__(self, num_records: int, *, local_batch_size: int, shard_index: int,
+               shard_count: int, seed: int, num_epochs=None):
+    self._inner = grain.IndexSampler(num_records=num_records, shuffle=True,
+                                     num_epochs=num_epochs, seed=seed)
+    self._local_batch = local_batch_size
+    self._shard_index = shard_index
+    self._shard_count = shard_count
+    # Whole global batches only: positions past the last full one are not read.
+    global_batch = local_batch_size * shard_count
+    self._length = (sys.maxsize if num_epochs is None else
+                    num_epochs * num_records // global_batch * global_batch)
+
+  def __len__(self) -> int:
+    return self._length
+
+  def __repr__(self) -> str:  # grain validates a restored state against this.
+    return (f'GlobalOrderSampler({self._inner!r}, local_batch_size={self._local_batch}, '
+            f'shard_index={self._shard_index}, shard_count={self._shard_count})')
+
+  def __getitem__(self, index: int) -> grain.RecordMetadata:
+    if index < 0 or index >= self._length:
+      raise IndexError(f'sampler index {index} out of [0, {self._length})')
+    local, process = divmod(index, self._shard_count)
+    batch, row = divmod(local, self._local_batch)
+    position = (batch * self._shard_count + process) * self._local_batch + row
+    metadata = self._inner[position]
+    return grain.RecordMetadata(index=index, record_key=metadata.record_key,
+                                rng=metadata.rng)
+
+
 def _grain_loader(source, ops, *, batch_size, seed, shard_index, shard_count,
                   worker_count, num_epochs, read_options):
-  """A sharded, per-epoch shuffled grain DataLoader batching the output of `ops`."""
+  """A per-epoch shuffled grain DataLoader batching the output of `ops`, whose global
+  batches do not depend on the number of processes (see `GlobalOrderSampler`)."""
   shard_options = grain.ShardOptions(shard_index, shard_count, drop_remainder=True)
-  sampler = grain.IndexSampler(num_records=len(source), shard_options=shard_options,
-                               shuffle=True, num_epochs=num_epochs, seed=seed)
+  sampler = GlobalOrderSampler(len(source), local_batch_size=batch_size,
+                               shard_index=shard_index, shard_count=shard_count,
+                               seed=seed, num_epochs=num_epochs)
   ops = list(ops) + [grain.Batch(batch_size, drop_remainder=True)]
   if worker_count > 0 and not flags.FLAGS.is_parsed():
     # grain's worker processes read absl flags, which fail if never parsed (tests,

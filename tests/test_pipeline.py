@@ -61,16 +61,21 @@ def test_train_deterministic_by_seed():
   assert any(not np.array_equal(a['image'], c['image']) for a, c in zip(first, other))
 
 
-def test_train_shards_disjoint_covering_and_reshuffled_per_epoch():
-  source = _indexed_source(10)
-  shards = [_ids(_identity_train(source, shard_index=i, shard_count=2, num_epochs=2))
-            for i in range(2)]
-  epochs = [(ids[:5], ids[5:]) for ids in shards]
-  for first, second in epochs:
-    assert sorted(first) == sorted(second)  # each epoch reads the whole shard once
-  assert not set(epochs[0][0]) & set(epochs[1][0])
-  assert sorted(epochs[0][0] + epochs[1][0]) == list(range(10))
-  assert any(first != second for first, second in epochs)  # reshuffled per epoch
+def test_global_batches_do_not_depend_on_the_process_count():
+  source = _random_source(10)
+  one = list(itertools.islice(_train(source, batch_size=4, seed=5), 5))
+  two = [list(itertools.islice(_train(source, batch_size=2, seed=5, shard_index=i,
+                                      shard_count=2), 5)) for i in range(2)]
+  for k, want in enumerate(one):  # process 0's rows, then process 1's, augmentation too
+    for key in ('image', 'label'):
+      np.testing.assert_array_equal(
+          np.concatenate([two[0][k][key], two[1][k][key]]), want[key])
+
+
+def test_train_reads_each_example_once_per_epoch_reshuffled():
+  ids = _ids(_identity_train(_indexed_source(10), num_epochs=2))
+  assert sorted(ids[:10]) == sorted(ids[10:]) == list(range(10))
+  assert ids[:10] != ids[10:]
 
 
 def test_train_iterator_state_resumes_exactly():
