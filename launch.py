@@ -1,5 +1,9 @@
 """Entry point: `python launch.py [--experiment NAME] [--workdir DIR] [--set key=value ...]`.
 
+Several processes (hosts, or GPUs) run the same command; under SLURM's `srun` they
+find each other on their own, elsewhere add `--coordinator_address HOST:PORT
+--num_processes N --process_id I` (see README, "Scaling out").
+
 Loads `experiments/<NAME>.py:get_config()` (default: `demo`), applies the overrides
 (unknown keys fail with the list of valid ones), writes the resolved config into
 the workdir and calls `fanet_jax.trainer.train_and_evaluate`. Running the same
@@ -19,6 +23,12 @@ def parse_args(argv):
   parser.add_argument('--set', dest='overrides', action='append', nargs='+', default=[],
                       metavar='KEY=VALUE', help='override config fields, e.g. '
                       '--set num_steps=100 crop_size=(64,64)')
+  parser.add_argument('--coordinator_address', default=None,
+                      help='multi-process runs: host:port of process 0')
+  parser.add_argument('--num_processes', type=int, default=None,
+                      help='multi-process runs: number of processes')
+  parser.add_argument('--process_id', type=int, default=None,
+                      help='multi-process runs: index of this process')
   return parser.parse_args(argv)
 
 
@@ -42,16 +52,22 @@ def main(argv=None) -> int:
 
   import jax
 
-  from fanet_jax import trainer
+  from fanet_jax import distributed, trainer
   from fanet_jax.pretrained import PretrainedError
 
+  try:
+    distributed.initialize(args.coordinator_address, args.num_processes,
+                           args.process_id)
+  except ValueError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config_lib.to_json(config))
   try:
     trainer.train_and_evaluate(config, workdir)
-  except (DataError, PretrainedError) as e:
+  except (config_lib.ConfigError, DataError, PretrainedError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   return 0

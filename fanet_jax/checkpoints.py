@@ -2,10 +2,10 @@
 
 `workdir/checkpoints/<step>/` holds the train state and, when given, the grain data
 iterator's position (one small file per process), so a resumed run sees exactly the
-batches it would have seen. `workdir/best/<step>/` keeps the single best-mIoU state
-apart from the rolling ones. Restores always go into an explicit abstract target, so
-the shardings of the restored arrays are the caller's (a checkpoint written on 8
-devices restores on 1).
+batches it would have seen. `workdir/best/<step>/` keeps the single best state (by
+mIoU, or top-1 for classifiers) apart from the rolling ones. Restores always go into
+an explicit abstract target, so the shardings of the restored arrays are the
+caller's (a checkpoint written on 8 devices restores on 1).
 """
 import os
 from typing import Any, Optional
@@ -22,9 +22,12 @@ class Checkpointer:
     workdir: the experiment's working directory.
     save_every: save interval in steps (a forced save ignores it).
     keep: how many rolling checkpoints to keep.
+    best_metric: the evaluation metric (higher is better) that picks the best state.
   """
 
-  def __init__(self, workdir: str, *, save_every: int, keep: int):
+  def __init__(self, workdir: str, *, save_every: int, keep: int,
+               best_metric: str = 'mIoU'):
+    self._best_metric = best_metric
     workdir = os.path.abspath(workdir)
     self._manager = ocp.CheckpointManager(
         os.path.join(workdir, 'checkpoints'),
@@ -33,7 +36,7 @@ class Checkpointer:
     self._best = ocp.CheckpointManager(
         os.path.join(workdir, 'best'),
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=1, best_fn=lambda m: m['mIoU'], best_mode='max', create=True))
+            max_to_keep=1, best_fn=lambda m: m[best_metric], best_mode='max', create=True))
 
   def latest_step(self) -> Optional[int]:
     """The newest rolling checkpoint's step, or None."""
@@ -71,9 +74,9 @@ class Checkpointer:
     return self._manager.restore(step, args=ocp.args.Composite(**items))['state']
 
   def save_best(self, step: int, state: Any, metrics: dict) -> bool:
-    """Keeps `state` in `best/` if its `metrics['mIoU']` beats the stored best."""
+    """Keeps `state` in `best/` if its best metric beats the stored best."""
     return self._best.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state)), metrics={'mIoU': float(metrics['mIoU'])},
+        state=ocp.args.StandardSave(state)), metrics={self._best_metric: float(metrics[self._best_metric])},
         force=True)
 
   def best_step(self) -> Optional[int]:

@@ -25,6 +25,9 @@ class ConfigError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class Config:
   """Everything one training + evaluation run needs. Defaults: SPEC section 4."""
+  # 'segmentation' (a segmentor, scored by mIoU) or 'classification' (an ImageNet
+  # classifier, scored by top-1 / top-5; SPEC section 4 pretraining recipe).
+  task: str = 'segmentation'
   # Data. `modality` picks the pipeline: 'rgb' (mmseg transforms, SPEC section 4)
   # or 'depth' (full depth frames, flip / rotation / noise, SPEC section 3).
   dataset: str = 'zero_waste_f'
@@ -50,6 +53,18 @@ class Config:
   rotate_degrees: float = 15.0  # depth: rotation ~ U(-r, r).
   depth_noise_mm: float = 5.0  # depth: Gaussian noise on valid depth.
   worker_count: int = 2  # grain worker processes per JAX process.
+  # Classification data (ImageNet recipe; `crop_size` is the training crop and the
+  # evaluation centre crop, taken after resizing the shorter side to `eval_resize`).
+  eval_resize: int = 256
+  randaug_num_ops: int = 2  # RandAugment ops per image (0: off).
+  randaug_magnitude: float = 9.0
+  randaug_mstd: float = 0.5  # std of the per-op magnitude noise.
+  random_erase_prob: float = 0.25
+  # Mixup / CutMix on the device batch (0 and 0: off), and label smoothing.
+  mixup_alpha: float = 0.8
+  cutmix_alpha: float = 1.0
+  mixup_switch_prob: float = 0.5  # probability of CutMix instead of Mixup.
+  label_smoothing: float = 0.1
   # Model.
   model: str = 'fanet_tiny_upernet'
   model_kwargs: dict = dataclasses.field(default_factory=dict)
@@ -66,8 +81,8 @@ class Config:
   # or Adam with L2 on BatchNorm parameters and a step decay (DenseAttentionSeg).
   batch_size: int = 2  # Global, over all processes and devices.
   num_steps: int = 40_000
-  optimizer: str = 'adamw'  # 'adamw' (decoupled decay on all) or 'adam_bn_l2'.
-  lr_schedule: str = 'poly'  # 'poly' or 'step'.
+  optimizer: str = 'adamw'  # 'adamw' (decoupled decay) or 'adam_bn_l2'.
+  lr_schedule: str = 'poly'  # 'poly', 'step' or 'cosine' (linear warm-up, cosine).
   lr_decay_every: int = 80_000  # 'step': multiply by lr_decay_factor this often.
   lr_decay_factor: float = 0.8
   learning_rate: float = 9e-5
@@ -77,6 +92,13 @@ class Config:
   warmup_ratio: float = 1e-6
   poly_power: float = 0.95
   min_learning_rate: float = 1e-7
+  decay_norms_and_biases: bool = True  # False: AdamW skips every 0-D / 1-D param.
+  grad_clip_norm: Optional[float] = None  # clip gradients to this global norm.
+  # The global batch is computed as `grad_accum_steps` micro-batches whose gradients
+  # are averaged before one optimiser step (the same step, in less memory).
+  grad_accum_steps: int = 1
+  # 'bfloat16': bf16 activations and matmuls, float32 master weights, norms, losses.
+  compute_dtype: str = 'float32'
   # Loop, evaluation and checkpoints.
   eval_every: int = 4000
   eval_batch_size: int = 1  # Global; rounded up to a multiple of the devices.

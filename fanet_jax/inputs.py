@@ -3,7 +3,9 @@
 The one place where the config's data fields meet `input_pipeline/`: 'rgb' data
 (ZeroWaste-f and its synthetic stand-in) gets mmsegmentation's transforms (SPEC
 section 4), 'depth' data (InterSegHands and its synthetic stand-in) gets the
-DenseAttentionSeg augmentations (SPEC section 3). Every process reads its own shard.
+DenseAttentionSeg augmentations (SPEC section 3), and classification data (ImageNet
+and its synthetic stand-in) the pretraining recipe's (SPEC section 4). Every process
+reads its own rows of each global batch.
 """
 import functools
 
@@ -13,13 +15,13 @@ from jax.sharding import Mesh
 
 from fanet_jax import sharding
 from fanet_jax.config import Config
-from input_pipeline import datasets, pipeline
+from input_pipeline import classification_pipeline, datasets, imagenet, pipeline
 
 MODALITIES = ('rgb', 'depth')
 
 
 def class_names(config: Config) -> tuple[str, ...]:
-  """Names of the classes of the config's data set."""
+  """Names of the classes of the config's segmentation data set."""
   names = datasets.HAND_CLASSES if config.modality == 'depth' else datasets.ZEROWASTE_CLASSES
   return tuple(names[:config.num_classes])
 
@@ -32,7 +34,9 @@ def load_sources(config: Config, splits: tuple[str, ...]) -> dict:
   """
   if config.modality not in MODALITIES:
     raise ValueError(f'modality must be one of {MODALITIES}, got {config.modality!r}')
-  load = functools.partial(datasets.load_source, config.dataset, data_dir=config.data_dir,
+  opener = (imagenet.load_classification_source if config.task == 'classification'
+            else datasets.load_source)
+  load = functools.partial(opener, config.dataset, data_dir=config.data_dir,
                            manual_dir=config.manual_dir,
                            builder_config=config.dataset_config)
   if jax.process_index() == 0:
@@ -45,6 +49,15 @@ def load_sources(config: Config, splits: tuple[str, ...]) -> dict:
 def train_loader(config: Config, source, mesh: Mesh):
   """This process's infinite, checkpointable grain loader of training batches."""
   shard_index, shard_count = pipeline.per_process_shard()
+  if config.task == 'classification':
+    return classification_pipeline.train_loader(
+        source, batch_size=sharding.local_batch_size(config.batch_size, mesh),
+        crop_size=config.crop_size[0], flip_prob=config.flip_prob,
+        randaug_num_ops=config.randaug_num_ops,
+        randaug_magnitude=config.randaug_magnitude, randaug_mstd=config.randaug_mstd,
+        random_erase_prob=config.random_erase_prob, mean=config.mean, std=config.std,
+        seed=config.seed, shard_index=shard_index, shard_count=shard_count,
+        worker_count=config.worker_count)
   common = dict(batch_size=sharding.local_batch_size(config.batch_size, mesh),
                 num_classes=config.num_classes, flip_prob=config.flip_prob,
                 ignore_index=config.ignore_index, seed=config.seed,
@@ -65,6 +78,11 @@ def eval_batches(config: Config, source, mesh: Mesh):
   """This process's evaluation batches of one split (global batch: whole devices)."""
   global_batch = -(-config.eval_batch_size // mesh.size) * mesh.size
   shard_index, shard_count = pipeline.per_process_shard()
+  if config.task == 'classification':
+    return classification_pipeline.eval_batches(
+        source, batch_size=global_batch // shard_count, resize_size=config.eval_resize,
+        crop_size=config.crop_size[0], mean=config.mean, std=config.std,
+        shard_index=shard_index, shard_count=shard_count)
   common = dict(batch_size=global_batch // shard_count, num_classes=config.num_classes,
                 ignore_index=config.ignore_index, shard_index=shard_index,
                 shard_count=shard_count)

@@ -70,19 +70,24 @@ def segmentation_loss(logits: jax.Array, aux_logits: Optional[jax.Array],
 def make_loss_fn(*, aux_weight: float, ignore_index: int,
                  class_weights: Optional[Sequence[float]] = None,
                  ce_weight: float = 1.0, contour_weight: float = 0.0) -> Callable:
-  """The training objective `loss_fn(logits, aux_logits, labels) -> (loss, parts)`.
+  """The segmentor's training objective `loss_fn(outputs, batch) -> (loss, parts)`.
+
+  `outputs` is the segmentor's `(logits, aux_logits)` (aux_logits None without an
+  auxiliary head) and `batch['label']` the (B, H, W) labels.
 
   Args:
     aux_weight: weight of the auxiliary head's cross-entropy.
-    ignore_index: label value to ignore.
+    ignore_index: label value to ignore (also left out of the logged pixel accuracy).
     class_weights: per-class cross-entropy weights (DenseAttentionSeg: 1, 5, 5).
     ce_weight: alpha, the weight of the cross-entropy terms.
     contour_weight: beta, the weight of the contour loss (0: not computed).
 
   Returns:
-    The loss function; its parts include `contour_loss` when beta is not 0.
+    The loss function; its parts include `pixel_acc`, and `contour_loss` when beta
+    is not 0.
   """
-  def loss_fn(logits, aux_logits, labels):
+  def loss_fn(outputs, batch):
+    (logits, aux_logits), labels = outputs, batch['label']
     total, parts = segmentation_loss(logits, aux_logits, labels, aux_weight=aux_weight,
                                      ignore_index=ignore_index,
                                      class_weights=class_weights)
@@ -91,5 +96,8 @@ def make_loss_fn(*, aux_weight: float, ignore_index: int,
       parts['contour_loss'] = contour_lib.contour_loss(logits, labels,
                                                        ignore_index=ignore_index)
       total = total + contour_weight * parts['contour_loss']
+    valid = labels != ignore_index
+    correct = (jnp.argmax(logits, -1) == labels) & valid
+    parts['pixel_acc'] = jnp.sum(correct) / jnp.maximum(jnp.sum(valid), 1)
     return total, parts
   return loss_fn

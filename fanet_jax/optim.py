@@ -6,6 +6,11 @@ warmup_iters, warmup_ratio)`: the poly learning rate is computed first and the
 linear warm-up scales it, exactly as mmcv does (warm-up is applied on top of the
 decayed value, not of the base value).
 
+ImageNet pretraining (SPEC section 4, the Swin recipe FANet follows): AdamW without
+weight decay on norms and biases, timm's `CosineLRScheduler` per step (linear warm-up
+from `warmup_ratio * base_lr`, then a cosine to `min_lr` over the whole run, the
+warm-up overriding its start), gradients clipped to a global norm.
+
 DenseAttentionSeg (SPEC section 3): Adam, lr 1e-3 multiplied by 0.8 every 80k steps,
 and the paper's "batch-norm loss weight" read as an L2 penalty of 1e-3 on the
 BatchNorm parameters only, added to the gradient as PyTorch's `Adam(weight_decay)`
@@ -48,20 +53,53 @@ def poly_with_linear_warmup(base_lr: float, num_steps: int, *, power: float,
   return schedule
 
 
-def adamw(schedule: optax.Schedule, *, betas: tuple[float, float],
-          weight_decay: float) -> optax.GradientTransformation:
-  """AdamW with PyTorch's defaults (eps 1e-8) and decay applied to every parameter.
+def cosine_with_linear_warmup(base_lr: float, num_steps: int, *, min_lr: float,
+                              warmup_steps: int, warmup_ratio: float) -> optax.Schedule:
+  """timm's `CosineLRScheduler(t_initial=num_steps, lr_min, warmup_t, warmup_lr_init)`.
+
+  Args:
+    base_lr: peak learning rate.
+    num_steps: total optimisation steps (the cosine reaches `min_lr` there).
+    min_lr: floor of the cosine.
+    warmup_steps: length of the linear warm-up (0 disables it).
+    warmup_ratio: warm-up starts at `warmup_ratio * base_lr`.
+
+  Returns:
+    A schedule: step -> learning rate.
+  """
+  def schedule(step):
+    step = jnp.asarray(step, jnp.float32)
+    progress = jnp.clip(step / num_steps, 0.0, 1.0)
+    lr = min_lr + 0.5 * (base_lr - min_lr) * (1.0 + jnp.cos(jnp.pi * progress))
+    if warmup_steps > 0:
+      start = warmup_ratio * base_lr
+      lr = jnp.where(step < warmup_steps,
+                     start + step * (base_lr - start) / warmup_steps, lr)
+    return lr
+  return schedule
+
+
+def decay_mask(params: Any) -> Any:
+  """False for norms and biases (every parameter of 0 or 1 dimension), else True."""
+  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def adamw(schedule: optax.Schedule, *, betas: tuple[float, float], weight_decay: float,
+          mask: Any = None) -> optax.GradientTransformation:
+  """AdamW with PyTorch's defaults (eps 1e-8).
 
   Args:
     schedule: learning-rate schedule.
     betas: Adam's (beta1, beta2).
     weight_decay: decoupled weight decay coefficient (multiplied by the lr, as PyTorch).
+    mask: pytree of bools (or a function of the params giving one) choosing the
+      decayed parameters; None decays every parameter.
 
   Returns:
     The optax transformation.
   """
   return optax.adamw(schedule, b1=betas[0], b2=betas[1], eps=1e-8,
-                     weight_decay=weight_decay)
+                     weight_decay=weight_decay, mask=mask)
 
 
 def step_decay(base_lr: float, *, every: int, factor: float) -> optax.Schedule:

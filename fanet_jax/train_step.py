@@ -1,17 +1,19 @@
-"""The train state and the pure training step of the segmentor (STYLE.md rule 5).
+"""The train state and the pure training step (STYLE.md rule 5), for both tasks.
 
 `train_step(state, batch, rng)` is a pure function: the trainer jits it with the
 state replicated and the batch sharded over the mesh's 'data' axis, donating the
-old state's buffers. Nothing in it knows how many devices there are.
+old state's buffers. Nothing in it knows how many devices or processes there are.
+With `accum_steps = k` the batch is cut into k micro-batches whose gradients are
+averaged (a `lax.scan`, so one micro-batch of activations is alive at a time) before
+one optimiser step: the step on the whole batch, in about 1/k of the memory.
 """
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-
 
 
 @flax.struct.dataclass
@@ -28,7 +30,7 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Arra
   """Initialises parameters, BatchNorm statistics and the optimiser state.
 
   Args:
-    model: the segmentor.
+    model: the segmentor or classifier.
     tx: the optimiser.
     rng: PRNG key for the initialisers.
     image_shape: (B, H, W, C) of a dummy batch (parameters do not depend on H, W).
@@ -50,37 +52,68 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Arra
                     opt_state=tx.init(params))
 
 
+def micro_batches(batch: dict, count: int) -> dict:
+  """Cuts (B, ...) arrays into (count, B / count, ...): micro-batch i holds examples
+  i, i + count, i + 2 count, ..., so a batch sharded over devices along B stays
+  sharded the same way in every micro-batch (no data moves between devices)."""
+  def cut(x):
+    if x.shape[0] % count:
+      raise ValueError(f'batch of {x.shape[0]} does not split into {count} micro-batches')
+    return jnp.swapaxes(x.reshape(x.shape[0] // count, count, *x.shape[1:]), 0, 1)
+  return jax.tree.map(cut, batch)
+
+
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
-                    loss_fn: Callable, *, ignore_index: int = 255) -> Callable:
+                    loss_fn: Callable, *, accum_steps: int = 1,
+                    prepare_batch: Optional[Callable] = None) -> Callable:
   """Builds `train_step(state, batch, rng) -> (state, metrics)`.
 
   Args:
-    model: the segmentor; `apply(..., train=True)` returns (logits, aux_logits) at
-      the input resolution (aux_logits None without an auxiliary head).
+    model: `apply(variables, batch['image'], train=True)` gives the outputs that
+      `loss_fn` takes (a segmentor's (logits, aux_logits), a classifier's logits).
     tx: the optimiser.
-    loss_fn: `(logits, aux_logits, labels) -> (loss, parts)`, see
-      `losses.make_loss_fn`.
-    ignore_index: label value left out of the logged pixel accuracy.
+    loss_fn: `(outputs, batch) -> (loss, parts)`, e.g. `losses.make_loss_fn`.
+    accum_steps: micro-batches per step (gradient accumulation); the batch size
+      must be a multiple of it.
+    prepare_batch: optional `(batch, rng) -> batch` applied to the whole batch
+      first (Mixup / CutMix on the device batch).
 
   Returns:
-    The pure step function. `batch` holds `image` (B, H, W, 3) float32 and `label`
-    (B, H, W) int32; `rng` is folded with the step so every step draws fresh dropout.
+    The pure step function. `rng` is folded with the step so every step draws fresh
+    stochastic depth (and mixing); `metrics` holds the loss and `loss_fn`'s parts,
+    averaged over the micro-batches.
   """
   def train_step(state: TrainState, batch: dict, rng: jax.Array):
     step_rng = jax.random.fold_in(rng, state.step)
+    if prepare_batch is not None:
+      batch = prepare_batch(batch, jax.random.fold_in(step_rng, 1))
 
-    def objective(params):
-      (logits, aux_logits), updates = model.apply(
-          {'params': params, 'batch_stats': state.batch_stats}, batch['image'],
-          train=True, rngs={'dropout': step_rng}, mutable=['batch_stats'])
-      loss, parts = loss_fn(logits, aux_logits, batch['label'])
-      valid = batch['label'] != ignore_index
-      correct = (jnp.argmax(logits, -1) == batch['label']) & valid
-      parts['pixel_acc'] = jnp.sum(correct) / jnp.maximum(jnp.sum(valid), 1)
-      return loss, (updates['batch_stats'], parts)
+    def objective(params, batch_stats, micro, dropout_rng):
+      outputs, updates = model.apply(
+          {'params': params, 'batch_stats': batch_stats}, micro['image'], train=True,
+          rngs={'dropout': dropout_rng}, mutable=['batch_stats'])
+      loss, parts = loss_fn(outputs, micro)
+      return loss, (updates.get('batch_stats', {}), parts)
 
-    (loss, (batch_stats, parts)), grads = jax.value_and_grad(
-        objective, has_aux=True)(state.params)
+    grad_fn = jax.value_and_grad(objective, has_aux=True)
+    if accum_steps == 1:
+      (loss, (batch_stats, parts)), grads = grad_fn(state.params, state.batch_stats,
+                                                    batch, step_rng)
+    else:
+      def accumulate(carry, inputs):
+        grad_sum, batch_stats = carry
+        micro, index = inputs
+        (loss, (batch_stats, parts)), grads = grad_fn(
+            state.params, batch_stats, micro, jax.random.fold_in(step_rng, index))
+        return (jax.tree.map(jnp.add, grad_sum, grads), batch_stats), (loss, parts)
+
+      zeros = jax.tree.map(jnp.zeros_like, state.params)
+      (grads, batch_stats), (loss, parts) = jax.lax.scan(
+          accumulate, (zeros, state.batch_stats),
+          (micro_batches(batch, accum_steps), jnp.arange(accum_steps)))
+      grads = jax.tree.map(lambda g: g / accum_steps, grads)
+      loss, parts = jnp.mean(loss), jax.tree.map(jnp.mean, parts)
+
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_state = TrainState(step=state.step + 1, params=params,

@@ -6,6 +6,12 @@ and data-iterator position) is restored, so re-running the same command continue
 where the last run stopped, or reports that the run already finished. SIGTERM and
 Ctrl-C save a checkpoint before exiting, so nothing is lost when a job dies.
 
+One loop serves both tasks: segmentation (scored by mIoU) and ImageNet classification
+(backbone pretraining, scored by top-1; Mixup / CutMix on the device batch). It runs
+on every device of every JAX process (`fanet_jax.distributed` connects them first):
+each process feeds its rows of the global batch, all of them take part in the
+checkpoints, and only process 0 writes logs and results.
+
 A run has up to two phases (DenseAttentionSeg, SPEC section 3): `num_steps` of
 cross-entropy, then `contour_steps` of cross-entropy plus the contour loss, which
 start from the state the first phase ended with; one checkpoint series spans both,
@@ -19,23 +25,34 @@ import signal
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from absl import logging
+from jax.experimental import multihost_utils
 
-from fanet_jax import (checkpoints, evaluation, inputs, losses, models, optim,
-                       pretrained, sharding)
+from fanet_jax import (checkpoints, classification, evaluation, inputs, losses, models,
+                       optim, pretrained, sharding)
 from fanet_jax import metrics as metrics_lib
 from fanet_jax import train_step as train_step_lib
-from fanet_jax.config import Config
+from fanet_jax.config import Config, ConfigError
 from fanet_jax.progress import MetricWriter, ProgressBar
 
 RESULTS_FILE = 'results.json'
+TASKS = ('segmentation', 'classification')
+BEST_METRIC = {'segmentation': 'mIoU', 'classification': 'top1'}
 
 
 class _StopRequest:
-  """Turns SIGTERM (a scheduler's pre-emption notice) into a flag the loop checks."""
+  """Turns SIGTERM (a scheduler's pre-emption notice) into a flag the loop checks.
 
-  def __init__(self):
+  With several processes the signal reaches each at a slightly different step, but
+  the checkpoint is written by all of them together: `agreed(step)` compares the
+  flags of every process every `sync_every` steps (a tiny all-gather), so they stop
+  after the same step.
+  """
+
+  def __init__(self, sync_every: int = 10):
     self.requested = False
+    self._sync_every = sync_every
     try:
       signal.signal(signal.SIGTERM, self._handle)
     except ValueError:  # Not the main thread (e.g. inside some test runners).
@@ -45,10 +62,23 @@ class _StopRequest:
     del signum, frame
     self.requested = True
 
+  def agreed(self, step: int) -> bool:
+    """Whether every process should stop after `step`."""
+    if jax.process_count() == 1:
+      return self.requested
+    if step % self._sync_every:
+      return False
+    flags = multihost_utils.process_allgather(np.int32(self.requested))
+    return bool(np.any(flags))
+
 
 def _optimizer(config: Config, total_steps: int, abstract_params, abstract_stats):
   """The config's schedule and optimiser: (schedule, optax transformation)."""
-  if config.lr_schedule == 'poly':
+  if config.lr_schedule == 'cosine':
+    schedule = optim.cosine_with_linear_warmup(
+        config.learning_rate, total_steps, min_lr=config.min_learning_rate,
+        warmup_steps=config.warmup_steps, warmup_ratio=config.warmup_ratio)
+  elif config.lr_schedule == 'poly':
     schedule = optim.poly_with_linear_warmup(
         config.learning_rate, total_steps, power=config.poly_power,
         min_lr=config.min_learning_rate, warmup_steps=config.warmup_steps,
@@ -57,19 +87,41 @@ def _optimizer(config: Config, total_steps: int, abstract_params, abstract_stats
     schedule = optim.step_decay(config.learning_rate, every=config.lr_decay_every,
                                 factor=config.lr_decay_factor)
   else:
-    raise ValueError(f"lr_schedule must be 'poly' or 'step', got {config.lr_schedule!r}")
+    raise ValueError("lr_schedule must be 'poly', 'step' or 'cosine', got "
+                     f'{config.lr_schedule!r}')
   if config.optimizer == 'adamw':
-    return schedule, optim.adamw(schedule, betas=config.betas,
-                                 weight_decay=config.weight_decay)
-  if config.optimizer == 'adam_bn_l2':
+    mask = None if config.decay_norms_and_biases else optim.decay_mask(abstract_params)
+    tx = optim.adamw(schedule, betas=config.betas, weight_decay=config.weight_decay,
+                     mask=mask)
+  elif config.optimizer == 'adam_bn_l2':
     mask = optim.batchnorm_mask(abstract_params, abstract_stats)
-    return schedule, optim.adam_bn_l2(schedule, betas=config.betas,
-                                      weight_decay=config.weight_decay, mask=mask)
-  raise ValueError(f"optimizer must be 'adamw' or 'adam_bn_l2', got {config.optimizer!r}")
+    tx = optim.adam_bn_l2(schedule, betas=config.betas, weight_decay=config.weight_decay,
+                          mask=mask)
+  else:
+    raise ValueError(f"optimizer must be 'adamw' or 'adam_bn_l2', got {config.optimizer!r}")
+  if config.grad_clip_norm:
+    tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
+  return schedule, tx
+
+
+def _objective(config: Config, contour: bool):
+  """The task's `(loss_fn, prepare_batch)` for `train_step.make_train_step`."""
+  if config.task == 'classification':
+    return classification.loss_fn, classification.make_prepare_batch(
+        num_classes=config.num_classes, mixup_alpha=config.mixup_alpha,
+        cutmix_alpha=config.cutmix_alpha, switch_prob=config.mixup_switch_prob,
+        label_smoothing=config.label_smoothing)
+  return losses.make_loss_fn(
+      aux_weight=config.aux_weight, ignore_index=config.ignore_index,
+      class_weights=config.class_weights,
+      contour_weight=config.contour_weight if contour else 0.0), None
 
 
 def _evaluate(config: Config, model, state, source, mesh) -> dict:
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  if config.task == 'classification':
+    return classification.evaluate(model, variables,
+                                   inputs.eval_batches(config, source, mesh), mesh=mesh)
   return evaluation.evaluate(
       model, variables, inputs.eval_batches(config, source, mesh), mesh=mesh,
       num_classes=config.num_classes, ignore_index=config.ignore_index,
@@ -77,8 +129,15 @@ def _evaluate(config: Config, model, state, source, mesh) -> dict:
 
 
 def _summary(prefix: str, metrics: dict) -> dict:
-  return {f'{prefix}/{k}': metrics[k] for k in ('mIoU', 'aAcc', 'mAcc', 'fwIoU', 'fgIoU')
+  return {f'{prefix}/{k}': metrics[k]
+          for k in ('mIoU', 'aAcc', 'mAcc', 'fwIoU', 'fgIoU', 'top1', 'top5')
           if k in metrics}
+
+
+def _table(config: Config, metrics: dict) -> str:
+  if config.task == 'classification':
+    return classification.format_table(metrics)
+  return metrics_lib.format_table(metrics)
 
 
 def _init_from(state, path: str, replicated):
@@ -93,25 +152,41 @@ def _init_from(state, path: str, replicated):
                        batch_stats=jax.device_put(variables['batch_stats'], replicated))
 
 
-def train_and_evaluate(config: Config, workdir: str) -> dict:
-  """Trains the segmentor of `config`, evaluating on the eval split as it goes, then
+def _model(config: Config):
+  if config.compute_dtype not in ('float32', 'bfloat16'):
+    raise ValueError("compute_dtype must be 'float32' or 'bfloat16', got "
+                     f'{config.compute_dtype!r}')
+  dtype = {} if config.compute_dtype == 'float32' else {'dtype': jnp.bfloat16}
+  return models.create(config.model, num_classes=config.num_classes, **dtype,
+                       **config.model_kwargs)
+
+
+def train_and_evaluate(config: Config, workdir: str, *, devices=None) -> dict:
+  """Trains the model of `config`, evaluating on the eval split as it goes, then
   evaluates the best checkpoint on the test split.
 
   Args:
     config: the resolved experiment config.
     workdir: where checkpoints, `metrics.jsonl` and `results.json` go.
+    devices: the devices to train on (default: every device of every process).
 
   Returns:
     The test-split metrics of the best checkpoint (as written to `results.json`).
   """
+  if config.task not in TASKS:
+    raise ValueError(f'task must be one of {TASKS}, got {config.task!r}')
   is_main = jax.process_index() == 0
   results_path = os.path.join(workdir, RESULTS_FILE)
   total_steps = config.num_steps + config.contour_steps
-  mesh = sharding.create_mesh()
+  mesh = sharding.create_mesh(devices)
   replicated = sharding.replicated(mesh)
+  if config.batch_size % (config.grad_accum_steps * mesh.size):
+    raise ConfigError(
+        f'batch_size {config.batch_size} must be a multiple of grad_accum_steps x '
+        f'devices = {config.grad_accum_steps} x {mesh.size} (set batch_size, or make '
+        'fewer devices visible, e.g. CUDA_VISIBLE_DEVICES)')
 
-  model = models.create(config.model, num_classes=config.num_classes,
-                        **config.model_kwargs)
+  model = _model(config)
   channels = 1 if config.modality == 'depth' else 3
   init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
   abstract_variables = jax.eval_shape(
@@ -127,7 +202,8 @@ def train_and_evaluate(config: Config, workdir: str) -> dict:
       jax.eval_shape(init, init_rng))
 
   ckpt = checkpoints.Checkpointer(workdir, save_every=config.checkpoint_every,
-                                  keep=config.keep_checkpoints)
+                                  keep=config.keep_checkpoints,
+                                  best_metric=BEST_METRIC[config.task])
   start_step = ckpt.latest_step() or 0
   if start_step >= total_steps and os.path.exists(results_path):
     with open(results_path) as f:
@@ -135,7 +211,7 @@ def train_and_evaluate(config: Config, workdir: str) -> dict:
     if is_main:
       print(f'{workdir}: the run already finished ({total_steps} steps); '
             'its test results:')
-      print(metrics_lib.format_table(results))
+      print(_table(config, results))
     ckpt.close()
     return results
 
@@ -153,13 +229,11 @@ def train_and_evaluate(config: Config, workdir: str) -> dict:
       state = _init_from(state, config.init_from, replicated)
 
   def compile_step(contour: bool):
-    loss_fn = losses.make_loss_fn(
-        aux_weight=config.aux_weight, ignore_index=config.ignore_index,
-        class_weights=config.class_weights,
-        contour_weight=config.contour_weight if contour else 0.0)
+    loss_fn, prepare_batch = _objective(config, contour)
     return jax.jit(
         train_step_lib.make_train_step(model, tx, loss_fn,
-                                       ignore_index=config.ignore_index),
+                                       accum_steps=config.grad_accum_steps,
+                                       prepare_batch=prepare_batch),
         in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
         out_shardings=(replicated, replicated), donate_argnums=0)
 
@@ -194,8 +268,8 @@ def train_and_evaluate(config: Config, workdir: str) -> dict:
         ckpt.save_best(step, state, val)
         if is_main:
           progress.write(f'\n{config.eval_split} split at step {step}:\n'
-                         f'{metrics_lib.format_table(val)}')
-      if stop.requested:
+                         f'{_table(config, val)}')
+      if stop.agreed(step):
         ckpt.save_now(step, state, data_iter)
         raise SystemExit(f'Stopped by SIGTERM at step {step}; checkpoint saved. '
                          'Run the same command again to resume.')
@@ -218,7 +292,7 @@ def train_and_evaluate(config: Config, workdir: str) -> dict:
     writer.write(step, _summary(config.test_split, results))
     print(f'\n{config.test_split} split, best {config.eval_split} checkpoint '
           f'(step {results["step"]}):')
-    print(metrics_lib.format_table(results))
+    print(_table(config, results))
   ckpt.close()
   writer.close()
   return results

@@ -99,7 +99,7 @@ def train_loader(source, *, batch_size, num_classes, crop_size, img_scale, ratio
       num_classes=num_classes, crop_size=crop_size, img_scale=img_scale,
       ratio_range=ratio_range, cat_max_ratio=cat_max_ratio, flip_prob=flip_prob,
       photometric=photometric, mean=mean, std=std, ignore_index=ignore_index)
-  return _grain_loader(source, ops, batch_size=batch_size, seed=seed,
+  return grain_loader(source, ops, batch_size=batch_size, seed=seed,
                        shard_index=shard_index, shard_count=shard_count,
                        worker_count=worker_count, num_epochs=num_epochs,
                        read_options=read_options)
@@ -157,7 +157,7 @@ def depth_train_loader(source, *, batch_size, num_classes=3, rotate_degrees,
       num_classes=num_classes, rotate_degrees=rotate_degrees,
       noise_sigma_mm=noise_sigma_mm, flip_prob=flip_prob, min_mm=min_mm, max_mm=max_mm,
       ignore_index=ignore_index)
-  return _grain_loader(source, ops, batch_size=batch_size, seed=seed,
+  return grain_loader(source, ops, batch_size=batch_size, seed=seed,
                        shard_index=shard_index, shard_count=shard_count,
                        worker_count=worker_count, num_epochs=num_epochs,
                        read_options=read_options)
@@ -213,7 +213,7 @@ class GlobalOrderSampler:
                                 rng=metadata.rng)
 
 
-def _grain_loader(source, ops, *, batch_size, seed, shard_index, shard_count,
+def grain_loader(source, ops, *, batch_size, seed, shard_index, shard_count,
                   worker_count, num_epochs, read_options):
   """A per-epoch shuffled grain DataLoader batching the output of `ops`, whose global
   batches do not depend on the number of processes (see `GlobalOrderSampler`)."""

@@ -61,8 +61,8 @@ def test_loss_fn_adds_the_weighted_contour_term():
   ce_only = losses.make_loss_fn(aux_weight=0.5, ignore_index=255, class_weights=(1, 5, 5))
   both = losses.make_loss_fn(aux_weight=0.5, ignore_index=255, class_weights=(1, 5, 5),
                              ce_weight=1.0, contour_weight=0.005)
-  ce, parts = ce_only(logits, None, labels)
-  total, parts_both = both(logits, None, labels)
+  ce, parts = ce_only((logits, None), {'label': labels})
+  total, parts_both = both((logits, None), {'label': labels})
   assert 'contour_loss' not in parts
   expected_contour = contour_loss.contour_loss(logits, labels)
   assert float(parts_both['contour_loss']) == pytest.approx(float(expected_contour))

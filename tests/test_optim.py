@@ -48,3 +48,31 @@ def test_adam_bn_l2_penalises_only_batchnorm_parameters():
     g = grad + wd * params[module][name] * mask[module][name]
     np.testing.assert_allclose(updates[module][name], -lr * g / (jnp.abs(g) + 1e-8),
                                rtol=1e-5)
+
+
+def _timm_cosine(step, base, total, min_lr, warmup, warmup_init):
+  # timm CosineLRScheduler(t_initial=total, lr_min, warmup_t, warmup_lr_init), per step.
+  if step < warmup:
+    return warmup_init + step * (base - warmup_init) / warmup
+  return min_lr + 0.5 * (base - min_lr) * (1 + np.cos(np.pi * step / total))
+
+
+@pytest.mark.parametrize('step', [0, 1, 10_000, 19_999, 20_000, 150_000, 299_999, 300_000])
+def test_cosine_with_warmup_matches_timm(step):
+  schedule = optim.cosine_with_linear_warmup(1e-3, 300_000, min_lr=1e-5,
+                                             warmup_steps=20_000, warmup_ratio=1e-3)
+  want = _timm_cosine(step, 1e-3, 300_000, 1e-5, 20_000, 1e-6)
+  assert float(schedule(step)) == pytest.approx(want, rel=1e-5)
+
+
+def test_no_weight_decay_on_norms_and_biases():
+  params = {'conv': {'kernel': jnp.ones((3, 3, 2, 2)), 'bias': jnp.ones(2)},
+            'norm': {'scale': jnp.ones(2), 'bias': jnp.ones(2)}}
+  tx = optim.adamw(lambda step: 0.1, betas=(0.9, 0.999), weight_decay=0.5,
+                   mask=optim.decay_mask(params))
+  zero = jax.tree.map(jnp.zeros_like, params)
+  updates, _ = tx.update(zero, tx.init(params), params)
+  # Zero gradients: only the decoupled decay moves a parameter, -lr * wd * p.
+  np.testing.assert_allclose(updates['conv']['kernel'], -0.05)
+  for leaf in (updates['conv']['bias'], updates['norm']['scale'], updates['norm']['bias']):
+    np.testing.assert_array_equal(leaf, 0.0)

@@ -91,6 +91,10 @@ def test_launch_reports_bad_input_without_a_traceback(config, tmp_path, capsys):
   missing = str(tmp_path / 'no-such-dir')
   code = launch.main(['--experiment', 'zerowaste_fanet_tiny', '--workdir',
                       str(tmp_path / 'w'), '--set', f'manual_dir={missing}',
-                      f'data_dir={tmp_path / "tfds"}'])
+                      f'data_dir={tmp_path / "tfds"}', 'batch_size=8'])
   assert code == 2
   assert missing in capsys.readouterr().err
+  # The recipe's batch of 2 does not split over the 8 test devices: said in one line.
+  assert launch.main(['--experiment', 'zerowaste_fanet_tiny', '--workdir',
+                      str(tmp_path / 'w')]) == 2
+  assert 'must be a multiple of grad_accum_steps x devices = 1 x 8' in capsys.readouterr().err
