@@ -15,32 +15,20 @@ import dataclasses
 import grain.python as grain
 import numpy as np
 
-from input_pipeline.errors import DataError
+from input_pipeline import transforms
 
 MISSING_VALUE = -1.0  # What `NormalizeDepth` maps missing depth to.
 
 
 @dataclasses.dataclass(frozen=True)
-class ValidateDepthLabel(grain.MapTransform):
-  """Rejects examples whose depth map or label map is malformed or does not fit."""
+class ValidateDepthLabel(transforms.ValidateLabel):
+  """Rejects examples whose depth map (uint16 (H, W, 1)) or label map is malformed or
+  does not fit."""
   num_classes: int = 3
   ignore_index: int = 255
-
-  def map(self, element):
-    image, label = element['image'], element['label']
-    name = element.get('file_name', '<unnamed>')
-    if image.ndim != 3 or image.shape[2] != 1 or image.dtype != np.uint16:
-      raise DataError(f'{name}: depth must be uint16 (H, W, 1), got {image.dtype} '
-                      f'{image.shape}')
-    if label.shape != image.shape[:2]:
-      raise DataError(f'{name}: label size {label.shape} differs from depth size '
-                      f'{image.shape[:2]}')
-    if label.size and label.max() >= self.num_classes:  # slow path only when needed
-      bad = np.unique(label[(label >= self.num_classes) & (label != self.ignore_index)])
-      if bad.size:
-        raise DataError(f'{name}: label values {bad.tolist()} are >= num_classes '
-                        f'{self.num_classes} and not ignore_index {self.ignore_index}')
-    return element
+  channels: int = 1
+  dtype: str = 'uint16'
+  image_name: str = 'depth'
 
 
 def rotate_nearest(array, degrees, fill):

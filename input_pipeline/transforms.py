@@ -19,17 +19,26 @@ from input_pipeline.image_ops import (hsv_to_rgb, rescale_size, resize_bilinear,
 
 @dataclasses.dataclass(frozen=True)
 class ValidateLabel(grain.MapTransform):
-  """Rejects examples whose label map does not fit the image or the classes."""
+  """Rejects examples whose label map does not fit the image or the classes.
+
+  The image must be `dtype` (H, W, `channels`): uint8 RGB here, uint16 depth in
+  `depth_transforms.ValidateDepthLabel`; `image_name` names it in the messages.
+  """
   num_classes: int
   ignore_index: int = 255
+  channels: int = 3
+  dtype: str = 'uint8'
+  image_name: str = 'image'
 
   def map(self, element):
     image, label = element['image'], element['label']
     name = element.get('file_name', '<unnamed>')
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-      raise DataError(f'{name}: image must be uint8 (H, W, 3), got {image.dtype} {image.shape}')
+    if image.ndim != 3 or image.shape[2] != self.channels or image.dtype != self.dtype:
+      raise DataError(f'{name}: {self.image_name} must be {self.dtype} '
+                      f'(H, W, {self.channels}), got {image.dtype} {image.shape}')
     if label.shape != image.shape[:2]:
-      raise DataError(f'{name}: label size {label.shape} differs from image size {image.shape[:2]}')
+      raise DataError(f'{name}: label size {label.shape} differs from {self.image_name} '
+                      f'size {image.shape[:2]}')
     if label.size and label.max() >= self.num_classes:  # slow path only when needed
       bad = np.unique(label[(label >= self.num_classes) & (label != self.ignore_index)])
       if bad.size:
