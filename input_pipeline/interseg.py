@@ -25,7 +25,7 @@ import tensorflow_datasets as tfds
 
 from input_pipeline.errors import DataError
 # Shared with the ZeroWaste-f reader: pairing files by stem, decoding a PNG fully.
-from input_pipeline.zerowaste import _open_png, _pngs_by_stem
+from input_pipeline.zerowaste import open_png, pngs_by_stem
 
 SPLITS = ('train', 'val', 'test')
 REQUIRED_SPLITS = ('train',)
@@ -96,7 +96,7 @@ def find_pairs(manual_dir: str | None) -> dict[str, list[tuple[str, str]]]:
     for folder in folders:
       if not os.path.isdir(folder):
         raise DataError(f'{folder}: folder missing; expected the layout {LAYOUT}.')
-    depths, masks = (_pngs_by_stem(folder) for folder in folders)
+    depths, masks = (pngs_by_stem(folder) for folder in folders)
     if not depths and not masks:
       raise DataError(f'{split_dir}: no PNG files in {DEPTH_DIR}/ or {MASK_DIR}/; '
                       f'expected the layout {LAYOUT}.')
@@ -126,8 +126,8 @@ def read_pair(depth_path: str, mask_path: str) -> tuple[bytes, bytes]:
     DataError: unreadable file, depth not single-channel 16-bit, mask not
       single-channel 8-bit, sizes differ, or a mask value outside 0..2 that is not 255.
   """
-  depth, depth_bytes = _open_png(depth_path)
-  mask, mask_bytes = _open_png(mask_path)
+  depth, depth_bytes = open_png(depth_path)
+  mask, mask_bytes = open_png(mask_path)
   if depth.mode not in _DEPTH_MODES:
     what = '8-bit' if depth.mode in ('1', 'L', 'P') else f'{len(depth.getbands())}-channel'
     raise DataError(f'{depth_path}: depth PNG is {what} (PIL mode {depth.mode!r}); '

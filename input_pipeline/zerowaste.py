@@ -33,7 +33,7 @@ LAYOUT = ('{train,val,test}/data/*.PNG (RGB frames) and {train,val,test}/sem_seg
 _LABEL_MODES = ('L', 'P')
 
 
-def _pngs_by_stem(directory: str) -> dict[str, str]:
+def pngs_by_stem(directory: str) -> dict[str, str]:
   """Maps file stem -> path for the *.png / *.PNG files of `directory`."""
   paths = {}
   for name in sorted(os.listdir(directory)):
@@ -73,7 +73,7 @@ def find_pairs(manual_dir: str | None) -> dict[str, list[tuple[str, str]]]:
     for folder in folders:
       if not os.path.isdir(folder):
         raise DataError(f'{folder}: folder missing; expected the layout {LAYOUT}.')
-    images, labels = (_pngs_by_stem(folder) for folder in folders)
+    images, labels = (pngs_by_stem(folder) for folder in folders)
     unmatched += [f'{path} (no label in {folders[1]})'
                   for stem, path in images.items() if stem not in labels]
     unmatched += [f'{path} (no image in {folders[0]})'
@@ -86,7 +86,7 @@ def find_pairs(manual_dir: str | None) -> dict[str, list[tuple[str, str]]]:
   return pairs
 
 
-def _open_png(path: str) -> tuple[Image.Image, bytes]:
+def open_png(path: str) -> tuple[Image.Image, bytes]:
   """Reads and fully decodes one PNG; returns the image and the file's bytes."""
   with open(path, 'rb') as f:
     data = f.read()
@@ -120,8 +120,8 @@ def read_pair(image_path: str, label_path: str) -> tuple[bytes, bytes]:
     DataError: unreadable file, label not single-channel 8-bit, sizes differ, or a
       label value outside 0..4 that is not 255.
   """
-  image, image_bytes = _open_png(image_path)
-  label, label_bytes = _open_png(label_path)
+  image, image_bytes = open_png(image_path)
+  label, label_bytes = open_png(label_path)
   if image.mode != 'RGB':  # Stored as RGB so that every example has 3 channels.
     image_bytes = _png_bytes(image.convert('RGB'))
   if label.mode not in _LABEL_MODES:
