@@ -1,25 +1,39 @@
 """`python -m fanet_jax.benchmark`: the one entry point for speed figures.
 
 Each case runs in its own subprocess (so its peak memory is its own) and reports
-compile time, the median of repeated timed runs after a warm-up, images/second,
-achieved GFLOP/s (from XLA's own operation count of the compiled program) and the
-peak resident memory. Paper figures, where a paper gives one, are printed beside
-ours with the hardware they were measured on; they are not comparable machines.
+compile time, the median of repeated timed runs after a warm-up, images/second, the
+multiply-adds of the program (GMAC: exact, counted from the jaxpr of the plain `lax`
+formulation, forward and backward for a training step; see macs.py), GFLOP/s = 2 x
+GMAC / median (an effective rate: the Winograd convs compute fewer) and the peak
+resident memory (after the allocator hands back what compiling freed; done the same
+way for PyTorch). Where the independent PyTorch reference implements the model
+(FANet), the same case is then timed in PyTorch in its own subprocess of the same run
+(see bench_torch.py) and `speedup` = PyTorch time / ours. The `input_pipeline` case
+times the grain training loader at the ZeroWaste-f transforms (bench_input.py) and
+prints its images/second beside what the training step consumes. Paper figures,
+where a paper gives one, are printed beside ours with the hardware they were
+measured on; they are not comparable machines.
 
   python -m fanet_jax.benchmark                      # every case
-  python -m fanet_jax.benchmark --cases dense_attention_seg_infer deeplabv3plus_infer
-  python -m fanet_jax.benchmark --json results.json
+  python -m fanet_jax.benchmark --cases fanet_upernet_train fanet_upernet_infer
+  python -m fanet_jax.benchmark --json results.json --no-torch
+  python -m fanet_jax.benchmark --hlo-report        # GPU-readiness facts of the step
 """
 import argparse
+import ctypes
 import dataclasses
 import functools
 import json
+import os
+import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
 from typing import Callable, Optional
+
+from fanet_jax import bench_torch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,44 +68,86 @@ CASES = {
     'deeplabv3plus_infer': Case('deeplabv3plus_r50', 1, (480, 640), 1,
                                 paper_ms=47.8, paper_hardware='GTX Titan Xp'),
 }
+PIPELINE_CASE = 'input_pipeline'
+TRAIN_CASE = 'fanet_upernet_train'  # whose consumption the input pipeline is set against
+NUM_CLASSES = 5  # FANet's ZeroWaste-f classes
 
 
-def _program(case: Case) -> tuple[Callable, tuple]:
-  """The jitted function of a case and its arguments (state donated for training)."""
-  import jax
-  import jax.numpy as jnp
-  import numpy as np
+def _create(case: Case, dtype=None, plain: bool = False):
+  """The case's model; `plain`: the lax formulation (FANet models have a conv_impl)."""
+  from fanet_jax import models  # pylint: disable=import-outside-toplevel
+  overrides = {}
+  if case.model.startswith('fanet'):
+    overrides['conv_impl'] = 'lax' if plain else 'fast'
+  if dtype is not None:
+    overrides['dtype'] = dtype
+  return models.create(case.model, **overrides)
 
-  from fanet_jax import losses, models, optim
-  from fanet_jax import train_step as train_step_lib
 
-  model = models.create(case.model)
-  images = jnp.asarray(np.random.default_rng(0).normal(
-      size=(case.batch, *case.size, case.channels)), jnp.float32)
+def _program(case: Case, dtype=None, plain: bool = False,
+             abstract: bool = False) -> tuple[Callable, tuple]:
+  """The jitted function of a case and its arguments (state donated for training).
+
+  `abstract`: the arguments are ShapeDtypeStructs (nothing is initialised or run).
+  """
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  from fanet_jax import losses, optim  # pylint: disable=import-outside-toplevel
+  from fanet_jax import train_step as train_step_lib  # pylint: disable=import-outside-toplevel
+
+  model = _create(case, dtype, plain)
+  rng = np.random.default_rng(0)
+  make = (lambda f: functools.partial(jax.eval_shape, f)) if abstract else jax.jit
+  shape = (case.batch, *case.size, case.channels)
+  images = (jax.ShapeDtypeStruct(shape, jnp.float32) if abstract
+            else jnp.asarray(rng.normal(size=shape), jnp.float32))
   if not case.train:
-    variables = jax.jit(functools.partial(model.init, train=True))(
-        {'params': jax.random.key(0), 'dropout': jax.random.key(1)}, images[:1])
+    one = jax.ShapeDtypeStruct((1, *shape[1:]), jnp.float32) if abstract else images[:1]
+    variables = make(functools.partial(model.init, train=True))(
+        {'params': jax.random.key(0), 'dropout': jax.random.key(1)}, one)
     return jax.jit(functools.partial(model.apply, train=False)), (variables, images)
   tx = optim.adamw(lambda step: 1e-4, betas=(0.9, 0.999), weight_decay=1e-3)
-  state = jax.jit(functools.partial(train_step_lib.init_state, model, tx,
-                                    image_shape=(1, *case.size, case.channels)))(
-                                        jax.random.key(0))
-  labels = jnp.zeros((case.batch, *case.size), jnp.int32)
+  state = make(functools.partial(train_step_lib.init_state, model, tx,
+                                 image_shape=(1, *case.size, case.channels)))(
+                                     jax.random.key(0))
+  # Random labels: with constant ones the loss collapses and gradients underflow.
+  labels = (jax.ShapeDtypeStruct(shape[:3], jnp.int32) if abstract else
+            jnp.asarray(rng.integers(0, NUM_CLASSES, shape[:3]), jnp.int32))
   loss_fn = losses.make_loss_fn(aux_weight=0.5, ignore_index=255)
   step = jax.jit(train_step_lib.make_train_step(model, tx, loss_fn), donate_argnums=0)
   return step, (state, {'image': images, 'label': labels}, jax.random.key(2))
 
 
+def count_case_macs(case: Case) -> dict:
+  """Multiply-adds of the case's program in the plain formulation (traced only)."""
+  from fanet_jax import macs  # pylint: disable=import-outside-toplevel
+  fn, args = _program(case, plain=True, abstract=True)
+  return macs.count_macs(fn, *args)
+
+
+def release_free_memory() -> None:
+  """Hands the heap's free pages back to the OS (glibc `malloc_trim`), so that the
+  peak resident memory measured next is what the timed program needs, not what the
+  compiler or model construction freed but the allocator kept. Done for both sides."""
+  try:
+    ctypes.CDLL('libc.so.6').malloc_trim(0)
+  except (OSError, AttributeError):  # not glibc: nothing to hand back this way
+    pass
+
+
 def run_case(name: str, repeats: int) -> dict:
-  """Times one case in this process and returns its figures."""
-  import jax
+  """Times one JAX case in this process and returns its figures."""
+  import jax  # pylint: disable=import-outside-toplevel
 
   case = CASES[name]
   fn, args = _program(case)
   start = time.perf_counter()
   compiled = fn.lower(*args).compile()
   compile_s = time.perf_counter() - start
-  flops = (compiled.cost_analysis() or {}).get('flops', float('nan'))
+  memory = compiled.memory_analysis()
+  release_free_memory()
   times = []
   for i in range(repeats + 1):  # the first run is a warm-up
     start = time.perf_counter()
@@ -102,53 +158,136 @@ def run_case(name: str, repeats: int) -> dict:
     if i:
       times.append(time.perf_counter() - start)
   median = statistics.median(times)
+  peak_rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+  counted = count_case_macs(case)  # after timing: tracing memory is not the step's
   return {
       'case': name, 'model': case.model, 'batch': case.batch, 'size': list(case.size),
-      'train': case.train, 'compile_s': compile_s, 'median_s': median,
-      'images_per_s': case.batch / median, 'gflops_per_s': flops / median / 1e9,
-      'peak_rss_gb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+      'train': case.train, 'compile_s': compile_s, 'median_s': median, 'times_s': times,
+      'images_per_s': case.batch / median, 'gmacs': counted['layers'] / 1e9,
+      'interpolation_gmacs': counted['interpolation'] / 1e9,
+      'gflops_per_s': 2 * counted['layers'] / median / 1e9,
+      'peak_rss_gb': peak_rss_gb,
+      'xla_temp_gb': memory.temp_size_in_bytes / 2**30,
+      'xla_argument_gb': memory.argument_size_in_bytes / 2**30,
       'paper_ms': case.paper_ms, 'paper_hardware': case.paper_hardware,
-      'device': str(jax.devices()[0].device_kind),
+      'device': str(jax.devices()[0].device_kind), 'jax': jax.__version__,
   }
+
+
+def run_torch_case(name: str, repeats: int) -> dict:
+  """Times the PyTorch reference of one case in this process."""
+  case = CASES[name]
+  return bench_torch.run_case(case.model, case.batch, case.size, case.train, repeats,
+                              num_classes=NUM_CLASSES)
+
+
+def run_pipeline_case(repeats: int) -> dict:
+  """Images/second of the grain training loader (repeats scale the timed batches)."""
+  from fanet_jax import bench_input  # pylint: disable=import-outside-toplevel
+  return {'case': PIPELINE_CASE, **bench_input.run_case(num_batches=8 * repeats)}
+
+
+def machine() -> dict:
+  """What the figures were measured on."""
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open('/proc/cpuinfo') as f:
+      cpu = next(line.split(':', 1)[1].strip() for line in f
+                 if line.startswith('model name'))
+  except (OSError, StopIteration):
+    pass
+  return {'cpu': cpu, 'cores': len(os.sched_getaffinity(0)),
+          'memory_gb': os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30,
+          'load_average': list(os.getloadavg())}
+
+
+def _worker(args: list[str]) -> Optional[dict]:
+  out = subprocess.run([sys.executable, '-m', 'fanet_jax.benchmark', *args],
+                       capture_output=True, text=True)
+  if out.returncode:
+    print(f'{" ".join(args)}: failed\n{out.stderr[-2000:]}', file=sys.stderr)
+    return None
+  return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _format(rows: list[dict]) -> str:
   head = (f'{"case":<26} {"batch":>5} {"size":>9} {"compile s":>9} {"median ms":>10} '
-          f'{"img/s":>7} {"GFLOP/s":>8} {"peak GB":>8}  paper')
+          f'{"img/s":>7} {"GMAC":>6} {"GFLOP/s":>8} {"peak GB":>8} {"torch ms":>9} '
+          f'{"torch GB":>8} {"speedup":>7}  paper')
   lines = [head, '-' * len(head)]
   for r in rows:
+    if r['case'] == PIPELINE_CASE:
+      continue
     paper = (f'{r["paper_ms"]:.1f} ms ({r["paper_hardware"]})' if r['paper_ms'] else '')
     size = 'x'.join(map(str, r['size']))
+    t = r.get('torch')
+    ref = (f'{1e3 * t["median_s"]:>9.1f} {t["peak_rss_gb"]:>8.2f} {r["speedup"]:>7.2f}'
+           if t else f'{"-":>9} {"-":>8} {"-":>7}')
     lines.append(f'{r["case"]:<26} {r["batch"]:>5} {size:>9} {r["compile_s"]:>9.1f} '
                  f'{1e3 * r["median_s"]:>10.1f} {r["images_per_s"]:>7.2f} '
-                 f'{r["gflops_per_s"]:>8.1f} {r["peak_rss_gb"]:>8.2f}  {paper}')
+                 f'{r["gmacs"]:>6.1f} {r["gflops_per_s"]:>8.1f} {r["peak_rss_gb"]:>8.2f} '
+                 f'{ref}  {paper}')
+  by_case = {r['case']: r for r in rows}
+  if PIPELINE_CASE in by_case:
+    p = by_case[PIPELINE_CASE]
+    line = (f'input pipeline (grain, ZeroWaste-f train transforms, '
+            f'{p["frame_size"][1]}x{p["frame_size"][0]} PNG -> {p["crop_size"][0]} crops, '
+            f'{p["worker_count"]} workers): {p["images_per_s"]:.2f} img/s')
+    if TRAIN_CASE in by_case:
+      step = by_case[TRAIN_CASE]['images_per_s']
+      line += f' = {p["images_per_s"] / step:.1f}x the train step\'s {step:.2f} img/s'
+    lines.append(line)
   return '\n'.join(lines)
 
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--cases', nargs='+', default=list(CASES), choices=list(CASES))
+  names = list(CASES) + [PIPELINE_CASE]
+  parser.add_argument('--cases', nargs='+', default=names, choices=names)
   parser.add_argument('--repeats', type=int, default=5)
+  parser.add_argument('--no-torch', action='store_true',
+                      help='skip the PyTorch reference timings')
   parser.add_argument('--json', help='also write the figures to this file')
+  parser.add_argument('--hlo-report', action='store_true',
+                      help='print GPU-readiness facts of the compiled train step and exit')
   parser.add_argument('--worker', help=argparse.SUPPRESS)  # one case, JSON to stdout
+  parser.add_argument('--torch-worker', help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.worker:
-    print(json.dumps(run_case(args.worker, args.repeats)))
+    result = (run_pipeline_case(args.repeats) if args.worker == PIPELINE_CASE
+              else run_case(args.worker, args.repeats))
+    print(json.dumps(result))
     return 0
+  if args.torch_worker:
+    print(json.dumps(run_torch_case(args.torch_worker, args.repeats)))
+    return 0
+  if args.hlo_report:
+    from fanet_jax import hlo_report  # pylint: disable=import-outside-toplevel
+    print(json.dumps(hlo_report.main_report(), indent=2))
+    return 0
+  info = machine()
+  print(f'machine: {info["cpu"]}, {info["cores"]} cores, {info["memory_gb"]:.0f} GB; '
+        f'load average {info["load_average"][0]:.2f}', flush=True)
   rows = []
   for name in args.cases:
-    out = subprocess.run([sys.executable, '-m', 'fanet_jax.benchmark', '--worker', name,
-                          '--repeats', str(args.repeats)], capture_output=True, text=True)
-    if out.returncode:
-      print(f'{name}: failed\n{out.stderr[-2000:]}', file=sys.stderr)
+    row = _worker(['--worker', name, '--repeats', str(args.repeats)])
+    if row is None:
       continue
-    rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    if (name in CASES and not args.no_torch
+        and CASES[name].model in bench_torch.MODELS):
+      row['torch'] = _worker(['--torch-worker', name, '--repeats', str(args.repeats)])
+      if row['torch']:
+        row['speedup'] = row['torch']['median_s'] / row['median_s']
+    rows.append(row)
     print(_format(rows[-1:]).splitlines()[-1], flush=True)
+  info['load_average_end'] = list(os.getloadavg())
   print()
   print(_format(rows))
+  print(f'machine: {info["cpu"]}, {info["cores"]} cores; load average '
+        f'{info["load_average"][0]:.2f} at start, {info["load_average_end"][0]:.2f} at end')
   if args.json:
     with open(args.json, 'w') as f:
-      json.dump(rows, f, indent=2)
+      json.dump({'machine': info, 'cases': rows}, f, indent=2)
   return 0
 
 

@@ -1,11 +1,11 @@
 """Weight conversion PyTorch <-> Flax (issue #3) against an independent PyTorch reference.
 
-`reference_torch.py` is written from SPEC.md alone; with random weights and random
-BatchNorm statistics, the converted Flax models must reproduce its backbone features,
-classifier logits and segmentor logits to 1e-4 (float32, eval mode) at 224x224 and at
-200x264 (not divisible by 32). Full-size forward passes are few: one jit of the
-segmentor per size gives the backbone features too (`capture_intermediates`), and the
-classifier runs at 224 only. Name coverage and the round trip only trace shapes.
+`fanet_jax/reference_torch.py` is written from SPEC.md alone; with random weights and
+random BatchNorm statistics, the converted Flax models must reproduce its backbone
+features, classifier logits and segmentor logits to 1e-4 (float32, eval mode) at
+224x224 and at 200x264 (not divisible by 32). Full-size forward passes are few: one jit
+of the segmentor per size gives the backbone features too (`capture_intermediates`),
+and the classifier runs at 224 only. Name coverage and the round trip only trace shapes.
 """
 import argparse
 import os
@@ -23,7 +23,7 @@ if os.environ.get('CI'):
 else:
   torch = pytest.importorskip('torch')
 
-import reference_torch as ref  # noqa: E402  (needs torch)
+from fanet_jax import reference_torch as ref  # noqa: E402  (needs torch)
 from fanet_jax import convert, models, pretrained  # noqa: E402
 from fanet_jax.models import fanet  # noqa: E402
 

@@ -5,9 +5,10 @@ names follow the reference's state-dict names (`downsample_layers_{i}`,
 `stages_{s}_{b}`, `attn.{dwconv, proj1, ...}`) so the weight converter is a rename.
 The reference's `attn.ctx_conv` / `attn.norm3` live here in the `scm` submodule.
 
-`conv_impl` picks how depthwise and grouped convs are computed: 'fast' (shifted
-multiplies / per-group dense convs, see layers.py) or 'lax' (feature_group_count).
-Both own identical parameters, so one checkpoint serves either.
+`conv_impl` picks how convs are computed: 'fast' (depthwise as shifted multiplies,
+grouped as per-group dense convs, 1x1 as matmuls; see layers.py) or 'lax' (XLA
+convolutions, feature_group_count). Both own identical parameters, so one checkpoint
+serves either.
 """
 from typing import Any, Sequence
 
@@ -97,7 +98,8 @@ class FRM(nn.Module):
       high = dw('hconv')(layers.gelu(f - q))
       branches.append(layers.LayerNorm(dtype=self.dtype, name='norm2')(high))
     y = jnp.concatenate(branches, axis=-1)
-    return layers.gelu(layers.conv2d(c, 1, name='proj', dtype=self.dtype)(y))
+    return layers.gelu(layers.conv2d(c, 1, name='proj', dtype=self.dtype,
+                                     impl=self.conv_impl)(y))
 
 
 class AFE(nn.Module):
@@ -124,7 +126,8 @@ class AFE(nn.Module):
     y = layers.DepthwiseConv(c, self.kernel_size, impl=_impls(self.conv_impl)[0],
                              dtype=dtype, name='dwconv')(x)
     x = x + layers.LayerNorm(dtype=dtype, name='norm1')(layers.gelu(y))
-    x = layers.gelu(layers.conv2d(c // 2, 1, name='proj1', dtype=dtype)(x))
+    x = layers.gelu(layers.conv2d(c // 2, 1, name='proj1', dtype=dtype,
+                                  impl=self.conv_impl)(x))
     x = layers.LayerNorm(dtype=dtype, name='norm2')(x)
     branches = []
     if self.use_scm:
@@ -134,7 +137,8 @@ class AFE(nn.Module):
                           dtype=dtype, name='enhance')(x))
     # Both off is the paper's "CE + ConvMLP" baseline: proj2 maps C/2 -> C.
     y = jnp.concatenate(branches, axis=-1) if branches else x
-    return layers.gelu(layers.conv2d(c, 1, name='proj2', dtype=dtype)(y))
+    return layers.gelu(layers.conv2d(c, 1, name='proj2', dtype=dtype,
+                                     impl=self.conv_impl)(y))
 
 
 class ConvMLP(nn.Module):
@@ -153,11 +157,12 @@ class ConvMLP(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     """Args: x (B, H, W, C). Returns: (B, H, W, C)."""
     c, hidden = x.shape[-1], x.shape[-1] * self.mlp_ratio
-    h = layers.gelu(layers.conv2d(hidden, 1, name='fc1', dtype=self.dtype)(x))
+    h = layers.gelu(layers.conv2d(hidden, 1, name='fc1', dtype=self.dtype,
+                                  impl=self.conv_impl)(x))
     pos = layers.DepthwiseConv(hidden, 3, impl=_impls(self.conv_impl)[0],
                                dtype=self.dtype, name='pos')(h)
     h = h + layers.gelu(pos)
-    return layers.conv2d(c, 1, name='fc2', dtype=self.dtype)(h)
+    return layers.conv2d(c, 1, name='fc2', dtype=self.dtype, impl=self.conv_impl)(h)
 
 
 class FANetBlock(nn.Module):
@@ -233,7 +238,7 @@ class FANet(nn.Module):
       stem = s == 0
       x = layers.conv2d(width, 5 if stem else 3, strides=4 if stem else 2,
                         padding=2 if stem else 1, name=f'downsample_layers_{s}',
-                        dtype=self.dtype)(x)
+                        dtype=self.dtype, impl=self.conv_impl)(x)
       for b in range(depth):
         x = FANetBlock(k, self.mlp_ratio, float(rates[block]), self.use_scm,
                        self.use_frm_high, self.use_frm_low, conv_impl=self.conv_impl,

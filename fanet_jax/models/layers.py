@@ -6,7 +6,11 @@ ConvBNReLU. `DepthwiseConv` and `GroupedConv` own exactly the parameters that
 `nn.Conv(feature_group_count=...)` would, but can compute the convolution in a form
 that XLA:CPU compiles much better (PERF_NOTES.md: depthwise via feature_group_count
 is ~25x slower than a sum of shifted multiplies; the grouped 7x7 ~2.5x slower than
-dense convs over channel slices). Layout is NHWC.
+dense convs over channel slices). Dense convs are `nn.Conv`, computed for
+`conv_impl='fast'` by `fast_ops.fast_conv_general_dilated` (1x1 as matmuls, 3x3 on
+large maps by Winograd F(4x4, 3x3)); either way the parameters are nn.Conv's, so
+checkpoints do not care. GELU and LayerNorm come from fast_ops.py (written-out
+backward passes). Layout is NHWC.
 """
 from typing import Any, Optional, Sequence
 
@@ -14,14 +18,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
+import numpy as np
+
+from fanet_jax.models.fast_ops import (conv_function, depthwise_shifted,  # noqa: F401
+                                       fast_conv_general_dilated, gelu, layer_norm)
 
 Dtype = Any
 _DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
-
-
-def gelu(x: jax.Array) -> jax.Array:
-  """Exact (erf) GELU, as PyTorch's `nn.GELU()`; flax defaults to the tanh form."""
-  return nn.gelu(x, approximate=False)
 
 
 def trunc_normal(std: float = 0.02, lower: float = -2.0, upper: float = 2.0):
@@ -44,11 +47,37 @@ def trunc_normal(std: float = 0.02, lower: float = -2.0, upper: float = 2.0):
   return init
 
 
+def _upsample_axis(x: jax.Array, axis: int, factor: int) -> jax.Array:
+  """Bilinear (half-pixel centres) upsampling of one axis by an integer factor.
+
+  Output i * factor + k samples the input at i + d_k, d_k = (k + 1/2) / factor - 1/2,
+  between x[i - 1] and x[i] (d_k < 0) or x[i] and x[i + 1]; the edges repeat, which is
+  PyTorch's clamping of the source index.
+  """
+  if factor == 1:
+    return x
+  n = x.shape[axis]
+  take = lambda start, stop: lax.slice_in_dim(x, start, stop, axis=axis)
+  prev = jnp.concatenate([take(0, 1), take(0, n - 1)], axis=axis)
+  nxt = jnp.concatenate([take(1, n), take(n - 1, n)], axis=axis)
+  phases = []
+  for k in range(factor):
+    d = (k + 0.5) / factor - 0.5
+    w = np.asarray(abs(d), x.dtype)
+    phases.append((1 - w) * x + w * (prev if d < 0 else nxt))
+  y = jnp.stack(phases, axis=axis + 1)
+  return y.reshape(x.shape[:axis] + (n * factor,) + x.shape[axis + 1:])
+
+
 def resize_bilinear(x: jax.Array, size: Sequence[int]) -> jax.Array:
   """Bilinear resize of NHWC `x` to `size` = (h, w).
 
   Equals PyTorch `interpolate(mode='bilinear', align_corners=False)` both ways;
-  antialiasing is off because PyTorch does not blur when down-sampling.
+  antialiasing is off because PyTorch does not blur when down-sampling. Upsampling
+  by integer factors (every resize of FANet's FRM and UperNet but two of the PPM's)
+  is computed as weighted sums of neighbours, which XLA fuses and differentiates
+  without the transposes of `jax.image.resize`'s matmul form; the weights are the
+  same, so are the values up to float32 round-off.
 
   Args:
     x: (B, H, W, C) array.
@@ -58,14 +87,18 @@ def resize_bilinear(x: jax.Array, size: Sequence[int]) -> jax.Array:
     (B, h, w, C) array of x's dtype.
   """
   h, w = int(size[0]), int(size[1])
-  if x.shape[1:3] == (h, w):
+  (in_h, in_w) = x.shape[1:3]
+  if (in_h, in_w) == (h, w):
     return x
+  if h % in_h == 0 and w % in_w == 0:
+    return _upsample_axis(_upsample_axis(x, 1, h // in_h), 2, w // in_w)
   return jax.image.resize(x, (x.shape[0], h, w, x.shape[3]), method='linear',
                           antialias=False)
 
 
 def conv2d(features: int, kernel_size: int, *, name: str, strides: int = 1,
-           padding: Optional[int] = None, dtype: Dtype = jnp.float32) -> nn.Conv:
+           padding: Optional[int] = None, dtype: Dtype = jnp.float32,
+           impl: str = 'lax') -> nn.Conv:
   """A dense conv with bias and the backbone's init (trunc normal 0.02, zero bias).
 
   Padding is explicit (PyTorch's k//2 by default): 'SAME' pads asymmetrically at
@@ -78,6 +111,7 @@ def conv2d(features: int, kernel_size: int, *, name: str, strides: int = 1,
     strides: stride in both directions.
     padding: symmetric padding, k//2 when None.
     dtype: computation dtype.
+    impl: 'fast' or 'lax', see `conv_function`.
 
   Returns:
     An unbound `nn.Conv`, adopted by the module whose method calls this.
@@ -86,12 +120,30 @@ def conv2d(features: int, kernel_size: int, *, name: str, strides: int = 1,
   return nn.Conv(features, (kernel_size, kernel_size), strides=(strides, strides),
                  padding=((pad, pad), (pad, pad)), kernel_init=trunc_normal(),
                  bias_init=nn.initializers.zeros, dtype=dtype,
-                 param_dtype=jnp.float32, name=name)
+                 param_dtype=jnp.float32, conv_general_dilated=conv_function(impl),
+                 name=name)
 
 
-class LayerNorm(nn.LayerNorm):
-  """LayerNorm over the channel axis with the reference's eps of 1e-6."""
+class LayerNorm(nn.Module):
+  """LayerNorm over the channel axis with the reference's eps of 1e-6.
+
+  Parameters as `nn.LayerNorm` (`scale` ones, `bias` zeros, float32); statistics in
+  float32 whatever the computation dtype (see `layer_norm`).
+
+  Attributes:
+    epsilon: added to the variance.
+    dtype: output dtype (None: the input's).
+  """
   epsilon: float = 1e-6
+  dtype: Optional[Dtype] = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Args: x (..., C). Returns: the normalised x, same shape."""
+    c = x.shape[-1]
+    scale = self.param('scale', nn.initializers.ones, (c,), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros, (c,), jnp.float32)
+    return layer_norm(x, scale, bias, self.epsilon).astype(self.dtype or x.dtype)
 
 
 class DropPath(nn.Module):
@@ -152,18 +204,7 @@ class DepthwiseConv(nn.Module):
     if self.impl != 'shifted':
       raise ValueError(f"DepthwiseConv impl must be 'shifted' or 'lax', "
                        f'got {self.impl!r}')
-    b, h, w, _ = x.shape
-    # Pad once, then every tap is a strided window of the padded input.
-    xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    ho, wo = (h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1
-    y = None
-    for i in range(k):
-      for j in range(k):
-        end = (b, i + s * (ho - 1) + 1, j + s * (wo - 1) + 1, c)
-        window = lax.slice(xp, (0, i, j, 0), end, (1, s, s, 1))
-        term = window * kernel[i, j, 0]
-        y = term if y is None else y + term
-    return y + bias
+    return depthwise_shifted(x, kernel, s, pad) + bias
 
 
 class GroupedConv(nn.Module):
@@ -221,11 +262,13 @@ class ConvBNReLU(nn.Module):
     features: output channels.
     kernel_size: square kernel size k.
     padding: symmetric padding, k//2 when None.
+    conv_impl: 'fast' or 'lax' (see `conv_function`; same parameters).
     dtype: computation dtype.
   """
   features: int
   kernel_size: int = 1
   padding: Optional[int] = None
+  conv_impl: str = 'lax'
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -241,7 +284,7 @@ class ConvBNReLU(nn.Module):
                 use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
                 kernel_init=nn.initializers.variance_scaling(2.0, 'fan_out',
                                                              'normal'),
-                name='conv')(x)
+                conv_general_dilated=conv_function(self.conv_impl), name='conv')(x)
     # PyTorch momentum 0.1 is flax momentum 0.9.
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                      dtype=self.dtype, param_dtype=jnp.float32, name='bn')(x)

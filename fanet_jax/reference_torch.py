@@ -5,15 +5,23 @@ weight converter: NCHW, exact GELU, channels-first LayerNorm (eps 1e-6), mmseg's
 ConvModule / PPM / UPerHead / FCNHead / EncoderDecoder, and exactly the reference
 state-dict names (`downsample_layers.{i}`, `stages.{s}.{b}.attn.ctx_conv`, ...,
 `decode_head.psp_modules.{i}.1.conv`, `auxiliary_head.convs.0.bn`). Widths, depths and
-head channels are constructor arguments. Eval mode only: stochastic depth is left
-out (it is the identity there) and the auxiliary head is built but not run.
-Also imported by benchmarks that compare with PyTorch.
+head channels are constructor arguments. In eval mode stochastic depth is the
+identity and the auxiliary head is built but not run; in train mode (`model.train()`)
+blocks drop their residual branches per sample (timm's DropPath), BatchNorm uses
+batch statistics, Dropout2d drops channels and the segmentor returns
+`(logits, aux_logits)`, both at the input size. `train_step` is mmseg's training
+iteration (cross-entropy, ignore 255, + 0.5 x the auxiliary loss; AdamW).
+
+It lives in the package (it imports torch, so only on demand) because both the parity
+tests (tests/test_convert.py) and `python -m fanet_jax.benchmark` run it; nothing in
+it imports fanet_jax.
 """
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 TINY = dict(widths=(96, 192, 384, 768), depths=(2, 2, 8, 2), kernel_sizes=(5, 5, 3, 3))
+DROP_PATH_RATE = 0.1  # fanet_tiny's stochastic depth, linear from 0 over the blocks
 
 
 class LayerNorm2d(nn.Module):
@@ -34,6 +42,21 @@ class LayerNorm2d(nn.Module):
 
 def _dwconv(channels: int, k: int, stride: int = 1) -> nn.Conv2d:
   return nn.Conv2d(channels, channels, k, stride=stride, padding=k // 2, groups=channels)
+
+
+class DropPath(nn.Module):
+  """timm's stochastic depth: zero a sample's branch with probability p, scale 1/(1-p)."""
+
+  def __init__(self, p: float = 0.0):
+    super().__init__()
+    self.p = p
+
+  def forward(self, x):
+    if not self.training or self.p == 0.0:
+      return x
+    keep = 1.0 - self.p
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+    return x / keep * mask
 
 
 class FRM(nn.Module):
@@ -98,18 +121,20 @@ class ConvMLP(nn.Module):
 
 
 class Block(nn.Module):
-  """x + AFE(LN1(x)), then x + ConvMLP(LN2(x))."""
+  """x + DropPath(AFE(LN1(x))), then x + DropPath(ConvMLP(LN2(x)))."""
 
-  def __init__(self, dim: int, kernel_size: int, mlp_ratio: int = 4):
+  def __init__(self, dim: int, kernel_size: int, mlp_ratio: int = 4,
+               drop_path: float = 0.0):
     super().__init__()
     self.layer_norm1 = LayerNorm2d(dim)
     self.attn = AFE(dim, kernel_size)
     self.layer_norm2 = LayerNorm2d(dim)
     self.mlp = ConvMLP(dim, mlp_ratio)
+    self.drop_path = DropPath(drop_path)
 
   def forward(self, x):
-    x = x + self.attn(self.layer_norm1(x))
-    return x + self.mlp(self.layer_norm2(x))
+    x = x + self.drop_path(self.attn(self.layer_norm1(x)))
+    return x + self.drop_path(self.mlp(self.layer_norm2(x)))
 
 
 class FANet(nn.Module):
@@ -120,13 +145,15 @@ class FANet(nn.Module):
 
   def __init__(self, widths=TINY['widths'], depths=TINY['depths'],
                kernel_sizes=TINY['kernel_sizes'], mlp_ratio: int = 4,
-               num_classes=None, in_channels: int = 3):
+               num_classes=None, in_channels: int = 3,
+               drop_path_rate: float = DROP_PATH_RATE):
     super().__init__()
     self.downsample_layers = nn.ModuleList(
         [nn.Conv2d(in_channels, widths[0], 5, stride=4, padding=2)] +
         [nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(widths[:-1], widths[1:])])
+    rates = iter(torch.linspace(0, drop_path_rate, sum(depths)).tolist())
     self.stages = nn.ModuleList(
-        nn.Sequential(*[Block(w, k, mlp_ratio) for _ in range(d)])
+        nn.Sequential(*[Block(w, k, mlp_ratio, next(rates)) for _ in range(d)])
         for w, d, k in zip(widths, depths, kernel_sizes))
     self.num_classes = num_classes
     if num_classes:
@@ -220,17 +247,59 @@ class FCNHead(nn.Module):
 
 
 class EncoderDecoder(nn.Module):
-  """mmseg EncoderDecoder (whole-image inference): logits resized to the input size."""
+  """mmseg EncoderDecoder: logits resized to the input size.
+
+  Eval mode returns the decode head's logits; train mode `(logits, aux_logits)`.
+  """
 
   def __init__(self, widths=TINY['widths'], depths=TINY['depths'],
-               kernel_sizes=TINY['kernel_sizes'], channels: int = 256, num_classes: int = 5):
+               kernel_sizes=TINY['kernel_sizes'], channels: int = 256, num_classes: int = 5,
+               drop_path_rate: float = DROP_PATH_RATE):
     super().__init__()
-    self.backbone = FANet(widths, depths, kernel_sizes)
+    self.backbone = FANet(widths, depths, kernel_sizes, drop_path_rate=drop_path_rate)
     self.decode_head = UPerHead(widths, channels, num_classes=num_classes)
     self.auxiliary_head = FCNHead(widths[2], channels, num_classes)
 
   def forward(self, x):
-    return _resize(self.decode_head(self.backbone(x)), x.shape[2:])
+    features = self.backbone(x)
+    logits = _resize(self.decode_head(features), x.shape[2:])
+    if not self.training:
+      return logits
+    return logits, _resize(self.auxiliary_head(features), x.shape[2:])
+
+
+def segmentation_loss(logits, aux_logits, labels, aux_weight: float = 0.5,
+                      ignore_index: int = 255):
+  """mmseg's decode CE + aux_weight x auxiliary CE, each averaged over non-ignored pixels."""
+  ce = lambda x: F.cross_entropy(x, labels, ignore_index=ignore_index)
+  return ce(logits) + aux_weight * ce(aux_logits)
+
+
+def make_optimizer(model: nn.Module, lr: float = 1e-4,
+                   weight_decay: float = 1e-3) -> torch.optim.Optimizer:
+  """AdamW over every parameter, betas (0.9, 0.999), eps 1e-8 (SPEC section 4)."""
+  return torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8,
+                           weight_decay=weight_decay)
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images, labels):
+  """One training iteration: forward (train mode), loss, backward, AdamW update.
+
+  Args:
+    model: an EncoderDecoder in train mode.
+    optimizer: e.g. `make_optimizer(model)`.
+    images: (B, 3, H, W) float32.
+    labels: (B, H, W) int64, 255 = ignore.
+
+  Returns:
+    The loss (a float).
+  """
+  optimizer.zero_grad(set_to_none=True)
+  logits, aux_logits = model(images)
+  loss = segmentation_loss(logits, aux_logits, labels)
+  loss.backward()
+  optimizer.step()
+  return loss.item()
 
 
 @torch.no_grad()
