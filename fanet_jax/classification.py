@@ -5,7 +5,6 @@ Mixup / CutMix-mixed targets (timm's `SoftTargetCrossEntropy` after `Mixup`), an
 top-1 / top-5 accuracy on the validation split (resize 256, centre crop 224), with
 the counts accumulated on device.
 """
-import functools
 from typing import Any, Callable, Iterable
 
 import flax.linen as nn
@@ -15,9 +14,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from fanet_jax import mixup, sharding
-
-# Label of the padding examples that complete the last evaluation batch.
-PADDING_LABEL = -1
+from input_pipeline.classification_pipeline import PADDING_LABEL
 
 
 def soft_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:

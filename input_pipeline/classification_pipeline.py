@@ -53,11 +53,8 @@ def eval_batches(source, *, batch_size, resize_size=256, crop_size=224, mean, st
   """
   steps = imagenet_transforms.eval_transforms(resize_size=resize_size,
                                               crop_size=crop_size, mean=mean, std=std)
-  n = len(source)
-  bounds = [i * n // shard_count for i in range(shard_count + 1)]
-  num_batches = max(-(-(end - start) // batch_size)
-                    for start, end in zip(bounds, bounds[1:]))
-  indices = range(bounds[shard_index], bounds[shard_index + 1])
+  indices, num_batches = pipeline.eval_shard(len(source), batch_size, shard_index,
+                                             shard_count)
   return _batches(source, indices, steps, batch_size, crop_size, num_batches)
 
 

@@ -298,8 +298,21 @@ def depth_eval_batches(source, *, batch_size, num_classes=3, min_mm, max_mm,
                          num_batches, padding_shape)
 
 
-def _eval_shard(source, batch_size, shard_index, shard_count):
+def eval_shard(num_examples, batch_size, shard_index, shard_count):
   """Splits evaluation over shards: shard i reads [i * n // k, (i + 1) * n // k).
+
+  Returns:
+    (this shard's indices, the batch count of the longest shard, which every shard
+    must yield to keep the processes in step).
+  """
+  bounds = [i * num_examples // shard_count for i in range(shard_count + 1)]
+  num_batches = max(-(-(end - start) // batch_size)
+                    for start, end in zip(bounds, bounds[1:]))
+  return range(bounds[shard_index], bounds[shard_index + 1]), num_batches
+
+
+def _eval_shard(source, batch_size, shard_index, shard_count):
+  """`eval_shard` of a segmentation source, with what multi-process batching needs.
 
   Returns:
     (this shard's indices, reference, num_batches): with several shards, reference
@@ -307,15 +320,11 @@ def _eval_shard(source, batch_size, shard_index, shard_count):
     and num_batches the batch count of the longest shard, which every shard yields;
     both are None with one shard.
   """
-  n = len(source)
-  bounds = [i * n // shard_count for i in range(shard_count + 1)]
-  reference = num_batches = None
-  if shard_count > 1 and n:
-    first = source[0]
-    reference = (first['image'].shape, first['label'].shape)
-    num_batches = max(-(-(end - start) // batch_size)
-                      for start, end in zip(bounds, bounds[1:]))
-  return range(bounds[shard_index], bounds[shard_index + 1]), reference, num_batches
+  indices, num_batches = eval_shard(len(source), batch_size, shard_index, shard_count)
+  if shard_count == 1 or not len(source):
+    return indices, None, None
+  first = source[0]
+  return indices, (first['image'].shape, first['label'].shape), num_batches
 
 
 def _eval_generator(source, indices, steps, batch_size, ignore_index, reference,

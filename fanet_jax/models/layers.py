@@ -21,7 +21,7 @@ from jax import lax
 import numpy as np
 
 from fanet_jax.models.fast_ops import (conv_function, depthwise_shifted,  # noqa: F401
-                                       fast_conv_general_dilated, gelu, layer_norm)
+                                       gelu, layer_norm)
 
 Dtype = Any
 _DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
