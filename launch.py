@@ -52,7 +52,7 @@ def main(argv=None) -> int:
 
   import jax
 
-  from fanet_jax import distributed, trainer
+  from fanet_jax import allocator, distributed, trainer
   from fanet_jax.pretrained import PretrainedError
 
   try:
@@ -61,6 +61,8 @@ def main(argv=None) -> int:
   except ValueError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  if jax.default_backend() == 'cpu':
+    allocator.configure()  # no page faults on the step's buffers (allocator.py)
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:

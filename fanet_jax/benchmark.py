@@ -7,8 +7,10 @@ formulation, forward and backward for a training step; see macs.py), GFLOP/s = 2
 GMAC / median (an effective rate: the Winograd convs compute fewer) and the peak
 resident memory (after the allocator hands back what compiling freed; done the same
 way for PyTorch). Where the independent PyTorch reference implements the model
-(FANet), the same case is then timed in PyTorch in its own subprocess of the same run
-(see bench_torch.py) and `speedup` = PyTorch time / ours. The `input_pipeline` case
+(FANet), the same case is then timed in PyTorch in its own subprocesses of the same
+run (see bench_torch.py): as its users run it (`speedup` = PyTorch time / ours) and
+with the glibc malloc settings our JAX processes use (allocator.py; `torch*`,
+`speedup*`), since those settings speed up PyTorch's step as much as ours. The `input_pipeline` case
 times the grain training loader at the ZeroWaste-f transforms (bench_input.py) and
 prints its images/second beside what the training step consumes. Paper figures,
 where a paper gives one, are printed beside ours with the hardware they were
@@ -33,7 +35,7 @@ import sys
 import time
 from typing import Callable, Optional
 
-from fanet_jax import bench_torch
+from fanet_jax import allocator, bench_torch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,9 +203,10 @@ def machine() -> dict:
           'load_average': list(os.getloadavg())}
 
 
-def _worker(args: list[str]) -> Optional[dict]:
+def _worker(args: list[str], env: Optional[dict] = None) -> Optional[dict]:
   out = subprocess.run([sys.executable, '-m', 'fanet_jax.benchmark', *args],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True,
+                       env=None if env is None else {**os.environ, **env})
   if out.returncode:
     print(f'{" ".join(args)}: failed\n{out.stderr[-2000:]}', file=sys.stderr)
     return None
@@ -213,7 +216,7 @@ def _worker(args: list[str]) -> Optional[dict]:
 def _format(rows: list[dict]) -> str:
   head = (f'{"case":<26} {"batch":>5} {"size":>9} {"compile s":>9} {"median ms":>10} '
           f'{"img/s":>7} {"GMAC":>6} {"GFLOP/s":>8} {"peak GB":>8} {"torch ms":>9} '
-          f'{"torch GB":>8} {"speedup":>7}  paper')
+          f'{"torch GB":>8} {"speedup":>7} {"torch* ms":>9} {"speedup*":>8}  paper')
   lines = [head, '-' * len(head)]
   for r in rows:
     if r['case'] == PIPELINE_CASE:
@@ -223,6 +226,9 @@ def _format(rows: list[dict]) -> str:
     t = r.get('torch')
     ref = (f'{1e3 * t["median_s"]:>9.1f} {t["peak_rss_gb"]:>8.2f} {r["speedup"]:>7.2f}'
            if t else f'{"-":>9} {"-":>8} {"-":>7}')
+    t = r.get('torch_malloc')
+    ref += (f' {1e3 * t["median_s"]:>9.1f} {r["speedup_malloc"]:>8.2f}' if t
+            else f' {"-":>9} {"-":>8}')
     lines.append(f'{r["case"]:<26} {r["batch"]:>5} {size:>9} {r["compile_s"]:>9.1f} '
                  f'{1e3 * r["median_s"]:>10.1f} {r["images_per_s"]:>7.2f} '
                  f'{r["gmacs"]:>6.1f} {r["gflops_per_s"]:>8.1f} {r["peak_rss_gb"]:>8.2f} '
@@ -254,6 +260,7 @@ def main(argv=None) -> int:
   parser.add_argument('--torch-worker', help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.worker:
+    allocator.configure()  # as launch.py does on the CPU
     result = (run_pipeline_case(args.repeats) if args.worker == PIPELINE_CASE
               else run_case(args.worker, args.repeats))
     print(json.dumps(result))
@@ -275,14 +282,19 @@ def main(argv=None) -> int:
       continue
     if (name in CASES and not args.no_torch
         and CASES[name].model in bench_torch.MODELS):
-      row['torch'] = _worker(['--torch-worker', name, '--repeats', str(args.repeats)])
-      if row['torch']:
-        row['speedup'] = row['torch']['median_s'] / row['median_s']
+      # As PyTorch users run it, then with our malloc settings (allocator.py).
+      for key, env in (('', None), ('_malloc', allocator.ENVIRONMENT)):
+        torch_row = _worker(['--torch-worker', name, '--repeats', str(args.repeats)], env)
+        if torch_row:
+          row['torch' + key] = torch_row
+          row['speedup' + key] = torch_row['median_s'] / row['median_s']
     rows.append(row)
     print(_format(rows[-1:]).splitlines()[-1], flush=True)
   info['load_average_end'] = list(os.getloadavg())
   print()
   print(_format(rows))
+  print('torch: the PyTorch reference as its users run it; torch*: the same with '
+        'fanet_jax\'s malloc settings (fanet_jax/allocator.py), as ours runs')
   print(f'machine: {info["cpu"]}, {info["cores"]} cores; load average '
         f'{info["load_average"][0]:.2f} at start, {info["load_average_end"][0]:.2f} at end')
   if args.json:
