@@ -26,6 +26,17 @@ ENVIRONMENT = {'MALLOC_ARENA_MAX': '1', 'MALLOC_MMAP_MAX_': '0',
                'MALLOC_TRIM_THRESHOLD_': str(2**62)}
 
 
+def _glibc():
+  """The C library if it is glibc (it has mallopt and malloc_trim), else None."""
+  try:
+    libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+    libc.mallopt.argtypes, libc.mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    libc.malloc_trim.argtypes, libc.malloc_trim.restype = (ctypes.c_size_t,), ctypes.c_int
+  except (OSError, AttributeError):
+    return None
+  return libc
+
+
 def configure() -> bool:
   """Applies the settings to this process's glibc malloc.
 
@@ -34,12 +45,22 @@ def configure() -> bool:
   Returns:
     True if applied; False where the C library is not glibc (nothing changes).
   """
-  try:
-    libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
-    mallopt = libc.mallopt
-  except (OSError, AttributeError):
+  libc = _glibc()
+  if libc is None:
     return False
-  mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
   # A threshold of -1 reads as SIZE_MAX in glibc: the heap's top is never trimmed.
-  return all(mallopt(param, value) == 1 for param, value in
+  return all(libc.mallopt(param, value) == 1 for param, value in
              ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1)))
+
+
+def release_free_memory() -> None:
+  """Hands the heap's free pages back to the OS (glibc `malloc_trim`), also under
+  `configure()`'s settings.
+
+  The benchmark calls it on both sides before timing, so that the peak resident
+  memory measured next is what the timed program needs, not what the compiler or
+  model construction freed but the allocator kept. Not glibc: nothing to hand back.
+  """
+  libc = _glibc()
+  if libc is not None:
+    libc.malloc_trim(0)

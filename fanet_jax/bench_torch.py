@@ -5,7 +5,7 @@ parity tests use) on the same shapes as a JAX case, in its own process: eager
 PyTorch on the CPU, float32, one thread per available core, denormals flushed
 (as XLA:CPU does; without it the reference slows down several-fold once the loss
 is small), random inputs and labels like the JAX case, the allocator's free pages
-handed back before timing as on the JAX side (`benchmark.release_free_memory`).
+handed back before timing as on the JAX side (`allocator.release_free_memory`).
 Inference runs under
 `torch.inference_mode()`; a training step is forward (train mode: stochastic depth,
 BatchNorm batch statistics, Dropout2d, auxiliary head), cross-entropy + 0.5 x the
@@ -61,8 +61,8 @@ def run_case(model_name: str, batch: int, size: tuple[int, int], train: bool,
     def step():
       with torch.inference_mode():
         return model(images)
-  from fanet_jax import benchmark  # pylint: disable=import-outside-toplevel
-  benchmark.release_free_memory()
+  from fanet_jax import allocator  # pylint: disable=import-outside-toplevel
+  allocator.release_free_memory()
   times = []
   for i in range(repeats + 1):
     start = time.perf_counter()

@@ -22,7 +22,6 @@ measured on; they are not comparable machines.
   python -m fanet_jax.benchmark --hlo-report        # GPU-readiness facts of the step
 """
 import argparse
-import ctypes
 import dataclasses
 import functools
 import json
@@ -129,16 +128,6 @@ def count_case_macs(case: Case) -> dict:
   return macs.count_macs(fn, *args)
 
 
-def release_free_memory() -> None:
-  """Hands the heap's free pages back to the OS (glibc `malloc_trim`), so that the
-  peak resident memory measured next is what the timed program needs, not what the
-  compiler or model construction freed but the allocator kept. Done for both sides."""
-  try:
-    ctypes.CDLL('libc.so.6').malloc_trim(0)
-  except (OSError, AttributeError):  # not glibc: nothing to hand back this way
-    pass
-
-
 def run_case(name: str, repeats: int) -> dict:
   """Times one JAX case in this process and returns its figures."""
   import jax  # pylint: disable=import-outside-toplevel
@@ -149,7 +138,7 @@ def run_case(name: str, repeats: int) -> dict:
   compiled = fn.lower(*args).compile()
   compile_s = time.perf_counter() - start
   memory = compiled.memory_analysis()
-  release_free_memory()
+  allocator.release_free_memory()
   times = []
   for i in range(repeats + 1):  # the first run is a warm-up
     start = time.perf_counter()
@@ -293,8 +282,9 @@ def main(argv=None) -> int:
   info['load_average_end'] = list(os.getloadavg())
   print()
   print(_format(rows))
-  print('torch: the PyTorch reference as its users run it; torch*: the same with '
-        'fanet_jax\'s malloc settings (fanet_jax/allocator.py), as ours runs')
+  if any('torch' in r for r in rows):
+    print('torch: the PyTorch reference as its users run it; torch*: the same with '
+          'fanet_jax\'s malloc settings (fanet_jax/allocator.py), as ours runs')
   print(f'machine: {info["cpu"]}, {info["cores"]} cores; load average '
         f'{info["load_average"][0]:.2f} at start, {info["load_average_end"][0]:.2f} at end')
   if args.json:
