@@ -58,8 +58,9 @@ def _assert_same_outputs_and_grads(module_a, module_b, x, variables):
 
 
 @pytest.mark.parametrize('kernel_size,strides', [(3, 1), (3, 2), (5, 1), (5, 2)])
-def test_depthwise_shifted_equals_lax(kernel_size, strides):
-  x = jax.random.normal(jax.random.key(0), (2, 13, 11, 6))
+@pytest.mark.parametrize('height', [13, 16])  # 16: kernel gradient by blocks of 8 rows
+def test_depthwise_shifted_equals_lax(kernel_size, strides, height):
+  x = jax.random.normal(jax.random.key(0), (2, height, 11, 6))
   make = lambda impl: layers.DepthwiseConv(6, kernel_size, strides=strides, impl=impl)
   variables = _random_variables(make('shifted'), x)
   reference = nn.Conv(6, (kernel_size,) * 2, strides=strides, feature_group_count=6,
@@ -67,7 +68,7 @@ def test_depthwise_shifted_equals_lax(kernel_size, strides):
   _assert_same_shapes(variables, reference, x)
   _assert_same_shapes(variables, make('lax'), x)
   pad = kernel_size // 2
-  expected = tuple((n + 2 * pad - kernel_size) // strides + 1 for n in (13, 11))
+  expected = tuple((n + 2 * pad - kernel_size) // strides + 1 for n in (height, 11))
   assert jax.eval_shape(make('shifted').apply, variables, x).shape == (2, *expected, 6)
   _assert_same_outputs_and_grads(make('shifted'), make('lax'), x, variables)
 
