@@ -10,9 +10,9 @@ way for PyTorch). Where the independent PyTorch reference implements the model
 (FANet), the same case is then timed in PyTorch in its own subprocesses of the same
 run (see bench_torch.py): as its users run it (`speedup` = PyTorch time / ours) and
 with the glibc malloc settings our JAX processes use (allocator.py; `torch*`,
-`speedup*`), since those settings speed up PyTorch's step as much as ours. The `input_pipeline` case
-times the grain training loader at the ZeroWaste-f transforms (bench_input.py) and
-prints its images/second beside what the training step consumes. Paper figures,
+`speedup*`), since those settings speed up PyTorch's step as much as ours. The
+`input_pipeline` case times the grain training loader at the ZeroWaste-f transforms
+(bench_input.py) and prints its images/second beside what the training step consumes. Paper figures,
 where a paper gives one, are printed beside ours with the hardware they were
 measured on; they are not comparable machines.
 
