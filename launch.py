@@ -52,9 +52,10 @@ def main(argv=None) -> int:
 
   import jax
 
-  from fanet_jax import allocator, distributed, trainer
+  from fanet_jax import allocator, distributed, trainer, xla_cpu
   from fanet_jax.pretrained import PretrainedError
 
+  xla_cpu.configure()  # before JAX starts its backend (xla_cpu.py)
   try:
     distributed.initialize(args.coordinator_address, args.num_processes,
                            args.process_id)

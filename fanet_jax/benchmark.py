@@ -3,18 +3,19 @@
 Each case runs in its own subprocess (so its peak memory is its own) and reports
 compile time, the median of repeated timed runs after a warm-up, images/second, the
 multiply-adds of the program (GMAC: exact, counted from the jaxpr of the plain `lax`
-formulation, forward and backward for a training step; see macs.py), GFLOP/s = 2 x
-GMAC / median (an effective rate: the Winograd convs compute fewer) and the peak
-resident memory (after the allocator hands back what compiling freed; done the same
-way for PyTorch). Where the independent PyTorch reference implements the model
-(FANet), the same case is then timed in PyTorch in its own subprocesses of the same
-run (see bench_torch.py): as its users run it (`speedup` = PyTorch time / ours) and
-with the glibc malloc settings our JAX processes use (allocator.py; `torch*`,
-`speedup*`), since those settings speed up PyTorch's step as much as ours. The
-`input_pipeline` case times the grain training loader at the ZeroWaste-f transforms
-(bench_input.py) and prints its images/second beside what the training step consumes. Paper figures,
-where a paper gives one, are printed beside ours with the hardware they were
-measured on; they are not comparable machines.
+formulation, forward and backward for a training step, without the recomputation of
+rematerialised blocks; see macs.py), GFLOP/s = 2 x GMAC / median (an effective rate:
+the Winograd convs compute fewer) and the peak resident memory (after the allocator
+hands back what compiling freed; done the same way for PyTorch). Our processes run
+with the XLA:CPU flags of xla_cpu.py, as launch.py's do. Where the independent PyTorch
+reference implements the model (FANet), the same case is then timed in PyTorch in its
+own subprocesses of the same run (see bench_torch.py): as its users run it (`speedup`
+= PyTorch time / ours) and with the glibc malloc settings our JAX processes use
+(allocator.py; `torch*`, `speedup*`), since those settings speed up PyTorch's step as
+much as ours. The `input_pipeline` case times the grain training loader at the
+ZeroWaste-f transforms (bench_input.py) and prints its images/second beside what the
+training step consumes. Paper figures, where a paper gives one, are printed beside
+ours with the hardware they were measured on; they are not comparable machines.
 
   python -m fanet_jax.benchmark                      # every case
   python -m fanet_jax.benchmark --cases fanet_upernet_train fanet_upernet_infer
@@ -34,7 +35,7 @@ import sys
 import time
 from typing import Callable, Optional
 
-from fanet_jax import allocator, bench_torch
+from fanet_jax import allocator, bench_torch, xla_cpu
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,11 +76,14 @@ NUM_CLASSES = 5  # FANet's ZeroWaste-f classes
 
 
 def _create(case: Case, dtype=None, plain: bool = False):
-  """The case's model; `plain`: the lax formulation (FANet models have a conv_impl)."""
+  """The case's model; `plain`: the lax formulation without rematerialisation (FANet
+  models have a conv_impl and remat_stages), whose multiply-adds are the model's."""
   from fanet_jax import models  # pylint: disable=import-outside-toplevel
   overrides = {}
   if case.model.startswith('fanet'):
     overrides['conv_impl'] = 'lax' if plain else 'fast'
+    if plain:
+      overrides['remat_stages'] = ()
   if dtype is not None:
     overrides['dtype'] = dtype
   return models.create(case.model, **overrides)
@@ -248,6 +252,7 @@ def main(argv=None) -> int:
   parser.add_argument('--worker', help=argparse.SUPPRESS)  # one case, JSON to stdout
   parser.add_argument('--torch-worker', help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
+  xla_cpu.configure()  # as launch.py does, before JAX starts its backend
   if args.worker:
     allocator.configure()  # as launch.py does on the CPU
     result = (run_pipeline_case(args.repeats) if args.worker == PIPELINE_CASE

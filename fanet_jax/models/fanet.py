@@ -209,6 +209,11 @@ class FANet(nn.Module):
     drop_path_rate: stochastic depth, linear from 0 to this over all blocks.
     use_scm, use_frm_high, use_frm_low: AFE ablation switches.
     conv_impl: 'fast' or 'lax' (same parameters, different XLA programs).
+    remat_stages: stages whose blocks keep only their input for the backward pass and
+      recompute the rest (`nn.remat`): stage 0's activations are the largest (0.7 GB
+      of the FANet-tiny segmentor's 512x512 batch-2 train step, for 2% more time).
+      Same numbers, same parameters. On the CPU this needs xla_cpu.configure(): the
+      default scheduler moves the recomputation back into the forward pass.
     dtype: computation dtype; parameters are float32.
   """
   widths: Sequence[int] = (96, 192, 384, 768)
@@ -220,6 +225,7 @@ class FANet(nn.Module):
   use_frm_high: bool = True
   use_frm_low: bool = True
   conv_impl: str = 'fast'
+  remat_stages: Sequence[int] = (0,)
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -239,10 +245,13 @@ class FANet(nn.Module):
       x = layers.conv2d(width, 5 if stem else 3, strides=4 if stem else 2,
                         padding=2 if stem else 1, name=f'downsample_layers_{s}',
                         dtype=self.dtype, impl=self.conv_impl)(x)
+      # `train` (argument 2, counting self) is a Python bool: static under remat.
+      block_cls = (nn.remat(FANetBlock, static_argnums=(2,)) if s in self.remat_stages
+                   else FANetBlock)
       for b in range(depth):
-        x = FANetBlock(k, self.mlp_ratio, float(rates[block]), self.use_scm,
-                       self.use_frm_high, self.use_frm_low, conv_impl=self.conv_impl,
-                       dtype=self.dtype, name=f'stages_{s}_{b}')(x, train)
+        x = block_cls(k, self.mlp_ratio, float(rates[block]), self.use_scm,
+                      self.use_frm_high, self.use_frm_low, conv_impl=self.conv_impl,
+                      dtype=self.dtype, name=f'stages_{s}_{b}')(x, train)
         block += 1
       features[f's{4 * 2 ** s}'] = x
     return features

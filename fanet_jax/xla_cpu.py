@@ -1,0 +1,26 @@
+"""XLA:CPU flags our processes set before JAX starts its backend.
+
+`--xla_cpu_enable_concurrency_optimized_scheduler=false`: XLA:CPU's default
+instruction order favours running independent work concurrently and ignores memory;
+it also moves the recomputation of rematerialised blocks (`FANet.remat_stages`) up
+next to the forward pass, where it saves nothing. Its memory-minimising scheduler
+instead gives the FANet-tiny segmentor's train step (512x512 batch 2) 3.14 GB of XLA
+temporaries rather than 3.45 GB, and 2.42 GB with stage 0 rematerialised, at the same
+step time within the machine's noise (issue #6; README's performance section).
+The flags are CPU-only: other backends ignore them.
+"""
+import os
+
+FLAGS = {'xla_cpu_enable_concurrency_optimized_scheduler': 'false'}
+
+
+def configure() -> None:
+  """Adds FLAGS to the XLA_FLAGS environment variable; a flag already there wins.
+
+  XLA reads XLA_FLAGS once, when JAX starts its first backend: call this before
+  anything asks JAX for devices or runs a computation.
+  """
+  current = os.environ.get('XLA_FLAGS', '')
+  added = [f'--{name}={value}' for name, value in FLAGS.items()
+           if f'--{name}=' not in current]
+  os.environ['XLA_FLAGS'] = ' '.join([current, *added]).strip()
