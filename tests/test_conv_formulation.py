@@ -2,10 +2,11 @@
 
 layers.DepthwiseConv ('shifted' vs 'lax'), layers.GroupedConv ('split' vs 'lax'),
 the dense convs of `fast_conv_general_dilated` (1x1 as matmuls, 3x3 by Winograd
-F(4x4, 3x3)), the custom-VJP GELU and LayerNorm and the integer-factor bilinear
-upsampling must own the same parameters and give the same outputs and gradients to
-float32 round-off (1e-4 relative), so one checkpoint serves either; a whole backbone
-and a whole segmentor must not care which is used.
+F(4x4, 3x3)), the conv of an upsampled map at the map's resolution, the custom-VJP
+GELU and LayerNorm and the integer-factor bilinear upsampling must own the same
+parameters and give the same outputs and gradients to float32 round-off (1e-4
+relative), so one checkpoint serves either; a whole backbone and a whole segmentor
+must not care which is used.
 """
 import flax.linen as nn
 import jax
@@ -167,6 +168,46 @@ def test_fast_conv_module_owns_nn_conv_parameters():
                              make('lax').apply(variables, x), rtol=1e-4, atol=1e-4)
   with pytest.raises(ValueError, match='conv_impl'):
     make('fft').init(jax.random.key(0), x)
+
+
+def _upsampled(x, factors):
+  b, h, w, c = x.shape
+  return jax.image.resize(x, (b, h * factors[0], w * factors[1], c), 'linear',
+                          antialias=False)
+
+
+@pytest.mark.parametrize('kernel_size,factors', [(3, (2, 2)), (3, (4, 8)), (1, (4, 4)),
+                                                 (5, (3, 1))])
+def test_conv_upsampled_equals_conv_after_upsampling(kernel_size, factors):
+  x = jax.random.normal(jax.random.key(0), (2, 5, 3, 6))
+  kernel = jax.random.normal(jax.random.key(1), (kernel_size, kernel_size, 6, 4))
+  pad = kernel_size // 2
+  _assert_close_with_grads(
+      lambda x, k: fast_ops.conv_upsampled(x, k, factors, pad),
+      lambda x, k: _conv(_upsampled(x, factors), k, ((pad, pad), (pad, pad))), x, kernel)
+  with pytest.raises(ValueError, match='pad'):
+    fast_ops.conv_upsampled(x, kernel, factors, pad + 1)
+
+
+@pytest.mark.parametrize('impl', ['fast', 'lax'])
+def test_conv_bn_relu_of_several_maps_is_the_conv_of_their_concatenation(impl):
+  # UperNet's fpn_bottleneck: maps at the first one's size and upsampled 2x (resized
+  # and concatenated), 4x and 8x (conv_upsampled for 'fast'); one is not an integer
+  # factor away (resized).
+  maps = [jax.random.normal(jax.random.key(i), (2, 16 // f, 24 // f, c))
+          for i, (f, c) in enumerate([(1, 4), (2, 3), (4, 5), (8, 2)])]
+  maps.append(jax.random.normal(jax.random.key(7), (2, 5, 7, 3)))
+  concat = lambda maps: jnp.concatenate(
+      [jax.image.resize(m, (2, 16, 24, m.shape[-1]), 'linear', antialias=False)
+       for m in maps], axis=-1)
+  plain = layers.ConvBNReLU(8, 3, conv_impl='lax')
+  variables = plain.init(jax.random.key(0), concat(maps))
+  module = layers.ConvBNReLU(8, 3, conv_impl=impl)
+  _assert_same_shapes(variables, module, maps)
+  with_kernel = lambda k: {**variables, 'params': {**variables['params'], 'conv': {'kernel': k}}}
+  _assert_close_with_grads(lambda k, *maps: module.apply(with_kernel(k), list(maps)),
+                           lambda k, *maps: plain.apply(with_kernel(k), concat(maps)),
+                           variables['params']['conv']['kernel'], *maps)
 
 
 def test_gelu_and_layer_norm_match_autodiff():

@@ -11,6 +11,9 @@ counterpart to float32 round-off (tests/test_conv_formulation.py):
   `feature_group_count`), with a written-out backward pass.
 - `gelu` and `layer_norm` with written-out backward passes that keep only their
   input (autodiff keeps several arrays of the input's size per call).
+- `upsample_axis`: integer-factor bilinear upsampling as weighted sums of neighbours.
+- `conv_upsampled`: a conv of a bilinearly upsampled map, computed at the map's own
+  resolution (UperNet's `fpn_bottleneck` reads three FPN levels upsampled 2-8x).
 
 Written-out backward passes avoid recomputing an expression the forward pass also
 computes: XLA:CPU merges equal expressions (and removes optimisation barriers before
@@ -29,6 +32,11 @@ _DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
 # Winograd F(4x4, 3x3) beats XLA's direct conv from about 32x32 maps on (measured on
 # the UperNet shapes, forward and backward); below, its matmuls are too small.
 WINOGRAD_MIN_PIXELS = 32 * 32
+# `conv_upsampled` pays from 4x upsampling on: at 2x it does as many multiply-adds as
+# Winograd on the upsampled map, and its upsampling passes cost more. FANet-tiny's
+# train step: 6.60 -> 6.21 s with UperNet's 4x and 8x levels, no gain adding the 2x
+# one (measured in one process alternating the compiled variants, issue #6).
+CONV_UPSAMPLED_MIN_FACTOR = 4
 
 
 def _gelu_cdf(x: jax.Array) -> jax.Array:
@@ -104,6 +112,82 @@ def conv_function(impl: str):
   if impl == 'lax':
     return lax.conv_general_dilated
   raise ValueError(f"conv_impl must be 'fast' or 'lax', got {impl!r}")
+
+
+def upsample_axis(x: jax.Array, axis: int, factor: int) -> jax.Array:
+  """Bilinear (half-pixel centres) upsampling of one axis by an integer factor.
+
+  Output i * factor + k samples the input at i + d_k, d_k = (k + 1/2) / factor - 1/2,
+  between x[i - 1] and x[i] (d_k < 0) or x[i] and x[i + 1]; the edges repeat, which is
+  PyTorch's clamping of the source index.
+  """
+  if factor == 1:
+    return x
+  n = x.shape[axis]
+  take = lambda start, stop: lax.slice_in_dim(x, start, stop, axis=axis)
+  prev = jnp.concatenate([take(0, 1), take(0, n - 1)], axis=axis)
+  nxt = jnp.concatenate([take(1, n), take(n - 1, n)], axis=axis)
+  phases = []
+  for k in range(factor):
+    d = (k + 0.5) / factor - 0.5
+    w = np.asarray(abs(d), x.dtype)
+    phases.append((1 - w) * x + w * (prev if d < 0 else nxt))
+  y = jnp.stack(phases, axis=axis + 1)
+  return y.reshape(x.shape[:axis] + (n * factor,) + x.shape[axis + 1:])
+
+
+def _shifted_upsampled_sum(taps: list, axis: int, factor: int, pad: int) -> jax.Array:
+  """sum_d shift(upsample(taps[d])) along `axis`: out[i] = sum_d up_d[i + d - pad].
+
+  Reads outside the upsampled length are zeros (the conv's zero padding).
+  """
+  out = None
+  for d, tap in enumerate(taps):
+    up = upsample_axis(tap, axis, factor)
+    n, offset = up.shape[axis], d - pad
+    if offset:
+      widths = [(0, 0)] * up.ndim
+      widths[axis] = (max(-offset, 0), max(offset, 0))
+      up = lax.slice_in_dim(jnp.pad(up, widths), max(offset, 0), max(offset, 0) + n,
+                            axis=axis)
+    out = up if out is None else out + up
+  return out
+
+
+def conv_upsampled(x: jax.Array, kernel: jax.Array, factors: tuple[int, int],
+                   pad: int) -> jax.Array:
+  """Stride-1 conv (zero padding `pad`) of x upsampled by integer `factors`, NHWC x HWIO.
+
+  Equals `conv(upsample(x), kernel)` (bilinear, half-pixel centres) without forming
+  the upsampled x: the upsampling acts on every channel alike, so it commutes with
+  the kernel's channel mixing. One matmul at x's resolution maps x to the k*k taps'
+  outputs; those are upsampled and summed with their shifts, rows then columns
+  (elementwise passes XLA fuses). That is fh * fw times fewer multiply-adds than the
+  direct conv after upsampling (at 2x as many as Winograd F(4x4, 3x3) there, at 4x
+  and 8x 4 and 16 times fewer), and the upsampled input is never formed, forward or
+  backward. Same numbers to float32 round-off.
+
+  Args:
+    x: (B, h, w, C) input at its own resolution.
+    kernel: (k, k, C, O) taps.
+    factors: integer upsampling factors (fh, fw) of the conv's input.
+    pad: zero padding of the upsampled input on every side; k // 2 (odd k).
+
+  Returns:
+    (B, fh h, fw w, O).
+  """
+  kh, kw, c, o = kernel.shape
+  if 2 * pad != kh - 1 or kh != kw:
+    raise ValueError(f'conv_upsampled keeps the size: needs a square odd kernel and '
+                     f'pad = k // 2, got kernel {kernel.shape[:2]} and pad {pad}')
+  z = lax.dot_general(x, kernel.transpose(2, 0, 1, 3).reshape(c, kh * kw * o),
+                      (((3,), (0,)), ((), ())))
+  # Split rather than indexed: the gradient of a split is a concatenation, that of
+  # each index a zero-padded copy of all of z.
+  taps = jnp.split(z, kh * kw, axis=-1)
+  rows = [_shifted_upsampled_sum(taps[i * kw:(i + 1) * kw], 2, factors[1], pad)
+          for i in range(kh)]
+  return _shifted_upsampled_sum(rows, 1, factors[0], pad)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))

@@ -12,16 +12,17 @@ large maps by Winograd F(4x4, 3x3)); either way the parameters are nn.Conv's, so
 checkpoints do not care. GELU and LayerNorm come from fast_ops.py (written-out
 backward passes). Layout is NHWC.
 """
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
-import numpy as np
 
-from fanet_jax.models.fast_ops import (conv_function, depthwise_shifted,  # noqa: F401
-                                       gelu, layer_norm)
+from fanet_jax.models.fast_ops import (CONV_UPSAMPLED_MIN_FACTOR,  # noqa: F401
+                                       conv_function, conv_upsampled,
+                                       depthwise_shifted, gelu, layer_norm,
+                                       upsample_axis)
 
 Dtype = Any
 _DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
@@ -47,28 +48,6 @@ def trunc_normal(std: float = 0.02, lower: float = -2.0, upper: float = 2.0):
   return init
 
 
-def _upsample_axis(x: jax.Array, axis: int, factor: int) -> jax.Array:
-  """Bilinear (half-pixel centres) upsampling of one axis by an integer factor.
-
-  Output i * factor + k samples the input at i + d_k, d_k = (k + 1/2) / factor - 1/2,
-  between x[i - 1] and x[i] (d_k < 0) or x[i] and x[i + 1]; the edges repeat, which is
-  PyTorch's clamping of the source index.
-  """
-  if factor == 1:
-    return x
-  n = x.shape[axis]
-  take = lambda start, stop: lax.slice_in_dim(x, start, stop, axis=axis)
-  prev = jnp.concatenate([take(0, 1), take(0, n - 1)], axis=axis)
-  nxt = jnp.concatenate([take(1, n), take(n - 1, n)], axis=axis)
-  phases = []
-  for k in range(factor):
-    d = (k + 0.5) / factor - 0.5
-    w = np.asarray(abs(d), x.dtype)
-    phases.append((1 - w) * x + w * (prev if d < 0 else nxt))
-  y = jnp.stack(phases, axis=axis + 1)
-  return y.reshape(x.shape[:axis] + (n * factor,) + x.shape[axis + 1:])
-
-
 def resize_bilinear(x: jax.Array, size: Sequence[int]) -> jax.Array:
   """Bilinear resize of NHWC `x` to `size` = (h, w).
 
@@ -91,7 +70,7 @@ def resize_bilinear(x: jax.Array, size: Sequence[int]) -> jax.Array:
   if (in_h, in_w) == (h, w):
     return x
   if h % in_h == 0 and w % in_w == 0:
-    return _upsample_axis(_upsample_axis(x, 1, h // in_h), 2, w // in_w)
+    return upsample_axis(upsample_axis(x, 1, h // in_h), 2, w // in_w)
   return jax.image.resize(x, (x.shape[0], h, w, x.shape[3]), method='linear',
                           antialias=False)
 
@@ -258,6 +237,14 @@ class GroupedConv(nn.Module):
 class ConvBNReLU(nn.Module):
   """mmcv's ConvModule: conv without bias, BatchNorm, ReLU (SPEC section 2).
 
+  Its input may also be several maps that the conv reads concatenated along the
+  channels, each bilinearly resized to the first one's size (UperNet's
+  `fpn_bottleneck`). With conv_impl 'fast' a map upsampled by integer factors of at
+  least CONV_UPSAMPLED_MIN_FACTOR is then never formed: its part of the kernel is
+  applied at its own resolution (`conv_upsampled`); the rest are resized and
+  concatenated. The parameters are those of `nn.Conv(use_bias=False)` on the whole
+  concatenation either way.
+
   Attributes:
     features: output channels.
     kernel_size: square kernel size k.
@@ -272,20 +259,58 @@ class ConvBNReLU(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    """Args: x (B, H, W, C); train: batch statistics (and their update) when True.
+  def __call__(self, x: Any, train: bool = False) -> jax.Array:
+    """Args:
+      x: (B, H, W, C) array, or a sequence of (B, h_i, w_i, C_i) arrays, read as the
+        concatenation of all of them resized to (h_0, w_0).
+      train: batch statistics (and their update) when True.
 
     Returns:
       (B, H, W, features).
     """
-    pad = self.kernel_size // 2 if self.padding is None else self.padding
+    maps = list(x) if isinstance(x, (list, tuple)) else [x]
+    k = self.kernel_size
+    pad = k // 2 if self.padding is None else self.padding
     # mmcv's ConvModule init: kaiming normal, fan_out, ReLU gain.
-    x = nn.Conv(self.features, (self.kernel_size,) * 2, padding=((pad, pad), (pad, pad)),
-                use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
-                kernel_init=nn.initializers.variance_scaling(2.0, 'fan_out',
-                                                             'normal'),
-                conv_general_dilated=conv_function(self.conv_impl), name='conv')(x)
+    kernel = ConvKernel((k, k, sum(m.shape[-1] for m in maps), self.features),
+                        nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'),
+                        name='conv')().astype(self.dtype)
+    conv = lambda lhs, rhs: conv_function(self.conv_impl)(
+        lhs, rhs, (1, 1), ((pad, pad), (pad, pad)), dimension_numbers=_DIMENSION_NUMBERS)
+    size = maps[0].shape[1:3]
+    upsampled, resized, parts, start = [], [], [], 0
+    for m in maps:
+      m, part = m.astype(self.dtype), kernel[:, :, start:start + m.shape[-1]]
+      start += m.shape[-1]
+      factors = (size[0] // m.shape[1], size[1] // m.shape[2])
+      if (self.conv_impl == 'fast' and 2 * pad == k - 1
+          and min(factors) >= CONV_UPSAMPLED_MIN_FACTOR
+          and (factors[0] * m.shape[1], factors[1] * m.shape[2]) == tuple(size)):
+        upsampled.append(conv_upsampled(m, part, factors, pad))
+      else:
+        resized.append(resize_bilinear(m, size))
+        parts.append(part)
+    y = conv(resized[0], parts[0]) if len(resized) == 1 else conv(
+        jnp.concatenate(resized, axis=-1), jnp.concatenate(parts, axis=2))
+    for term in upsampled:
+      y = y + term
     # PyTorch momentum 0.1 is flax momentum 0.9.
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                     dtype=self.dtype, param_dtype=jnp.float32, name='bn')(x)
-    return nn.relu(x)
+    y = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                     dtype=self.dtype, param_dtype=jnp.float32, name='bn')(y)
+    return nn.relu(y)
+
+
+class ConvKernel(nn.Module):
+  """An HWIO kernel owned as `nn.Conv` owns it: float32 param 'kernel'.
+
+  Attributes:
+    shape: (k, k, in_channels, out_channels).
+    kernel_init: initializer.
+  """
+  shape: tuple
+  kernel_init: Callable
+
+  @nn.compact
+  def __call__(self) -> jax.Array:
+    """Returns: the kernel (float32)."""
+    return self.param('kernel', self.kernel_init, self.shape, jnp.float32)

@@ -6,8 +6,11 @@ Parameter paths mirror mmsegmentation's state-dict names with '.' -> '_'
 `conv` and `bn`. All resizes are bilinear with align_corners=False.
 
 `conv_impl='fast'` computes the dense convs as matmuls (1x1) and Winograd F(4x4, 3x3)
-(3x3 on maps of 32x32 and more; `fpn_bottleneck` alone is 46% of the segmentor's
-multiply-adds), 'lax' as XLA convolutions; the parameters are the same.
+(3x3 on maps of 32x32 and more); `fpn_bottleneck` (46% of the segmentor's
+multiply-adds when written plainly) applies its kernel to the FPN levels upsampled 4x
+and 8x at their own resolution instead of on the upsampled maps
+(`fast_ops.conv_upsampled`). 'lax' computes them all as XLA convolutions of the
+concatenation; the parameters are the same.
 """
 from typing import Any, Sequence, Union
 
@@ -137,8 +140,8 @@ class UPerHead(nn.Module):
           laterals[i], laterals[i - 1].shape[1:3])
     outs = [cbr(3, f'fpn_convs_{i}')(lat, train) for i, lat in enumerate(laterals[:-1])]
     outs.append(laterals[-1])
-    outs = [layers.resize_bilinear(o, outs[0].shape[1:3]) for o in outs]
-    x = cbr(3, 'fpn_bottleneck')(jnp.concatenate(outs, axis=-1), train)
+    # The concatenation of all levels resized to the finest (ConvBNReLU resizes them).
+    x = cbr(3, 'fpn_bottleneck')(outs, train)
     # mmseg uses Dropout2d here: whole channels are dropped per sample.
     x = nn.Dropout(self.dropout_rate, broadcast_dims=(1, 2), deterministic=not train,
                    name='dropout')(x)
