@@ -121,37 +121,56 @@ def upsample_axis(x: jax.Array, axis: int, factor: int) -> jax.Array:
   between x[i - 1] and x[i] (d_k < 0) or x[i] and x[i + 1]; the edges repeat, which is
   PyTorch's clamping of the source index.
   """
-  if factor == 1:
+  return x if factor == 1 else _upsampled_shifted_sum([x], axis, factor, 0)
+
+
+def _shift(x: jax.Array, offset: int, axis: int) -> jax.Array:
+  """y[i] = x[i + offset] along axis, zeros where i + offset is outside x."""
+  if offset == 0:
     return x
+  n, widths = x.shape[axis], [(0, 0)] * x.ndim
+  widths[axis] = (max(-offset, 0), max(offset, 0))
+  start = max(offset, 0)
+  return lax.slice_in_dim(jnp.pad(x, widths), start, start + n, axis=axis)
+
+
+def _neighbour(x: jax.Array, step: int, axis: int) -> jax.Array:
+  """y[i] = x[clamp(i + step)] along axis, step = +-1 (the edge repeats)."""
   n = x.shape[axis]
   take = lambda start, stop: lax.slice_in_dim(x, start, stop, axis=axis)
-  prev = jnp.concatenate([take(0, 1), take(0, n - 1)], axis=axis)
-  nxt = jnp.concatenate([take(1, n), take(n - 1, n)], axis=axis)
-  phases = []
-  for k in range(factor):
-    d = (k + 0.5) / factor - 0.5
-    w = np.asarray(abs(d), x.dtype)
-    phases.append((1 - w) * x + w * (prev if d < 0 else nxt))
-  y = jnp.stack(phases, axis=axis + 1)
-  return y.reshape(x.shape[:axis] + (n * factor,) + x.shape[axis + 1:])
+  parts = [take(0, 1), take(0, n - 1)] if step < 0 else [take(1, n), take(n - 1, n)]
+  return jnp.concatenate(parts, axis=axis)
 
 
-def _shifted_upsampled_sum(taps: list, axis: int, factor: int, pad: int) -> jax.Array:
-  """sum_d shift(upsample(taps[d])) along `axis`: out[i] = sum_d up_d[i + d - pad].
+def _upsampled_shifted_sum(taps: list, axis: int, factor: int, pad: int) -> jax.Array:
+  """sum_t shift(upsample(taps[t])) along `axis`: out[j] = sum_t up_t[j + t - pad].
 
-  Reads outside the upsampled length are zeros (the conv's zero padding).
+  Reads outside the upsampled length are zeros (a conv's zero padding). Computed per
+  output phase j = factor * i + p: up_t[j + t - pad] = up_t[factor * (i + e) + p'] is
+  a weighted sum of taps[t] at i + e and its clamped neighbour, so every term is a
+  shift of a low-resolution array, and the phases interleave by a reshape. Shifting
+  after upsampling instead makes XLA's fused loop index through the interleave: in
+  the FANet-tiny train step the forward passes of fpn_bottleneck's 4x and 8x levels
+  took 104 ms that way, 24 ms this way (their backward passes, 130 and 230 ms, make
+  it even for training; inference gains).
   """
-  out = None
-  for d, tap in enumerate(taps):
-    up = upsample_axis(tap, axis, factor)
-    n, offset = up.shape[axis], d - pad
-    if offset:
-      widths = [(0, 0)] * up.ndim
-      widths[axis] = (max(-offset, 0), max(offset, 0))
-      up = lax.slice_in_dim(jnp.pad(up, widths), max(offset, 0), max(offset, 0) + n,
-                            axis=axis)
-    out = up if out is None else out + up
-  return out
+  phases = []
+  for p in range(factor):
+    out = None
+    for t, tap in enumerate(taps):
+      e, q = divmod(p + t - pad, factor)
+      d = (q + 0.5) / factor - 0.5  # where output phase q samples, in input pixels
+      term = tap
+      if d:
+        w = np.asarray(abs(d), tap.dtype)
+        term = (1 - w) * tap + w * _neighbour(tap, -1 if d < 0 else 1, axis)
+      term = _shift(term, e, axis)
+      out = term if out is None else out + term
+    phases.append(out)
+  y = jnp.stack(phases, axis=axis + 1)
+  shape = list(taps[0].shape)
+  shape[axis] *= factor
+  return y.reshape(shape)
 
 
 def conv_upsampled(x: jax.Array, kernel: jax.Array, factors: tuple[int, int],
@@ -185,9 +204,9 @@ def conv_upsampled(x: jax.Array, kernel: jax.Array, factors: tuple[int, int],
   # Split rather than indexed: the gradient of a split is a concatenation, that of
   # each index a zero-padded copy of all of z.
   taps = jnp.split(z, kh * kw, axis=-1)
-  rows = [_shifted_upsampled_sum(taps[i * kw:(i + 1) * kw], 2, factors[1], pad)
+  rows = [_upsampled_shifted_sum(taps[i * kw:(i + 1) * kw], 2, factors[1], pad)
           for i in range(kh)]
-  return _shifted_upsampled_sum(rows, 1, factors[0], pad)
+  return _upsampled_shifted_sum(rows, 1, factors[0], pad)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
