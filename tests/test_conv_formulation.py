@@ -1,12 +1,12 @@
 """The fast conv formulations equal the plain XLA ones (issue #6).
 
 layers.DepthwiseConv ('shifted' vs 'lax'), layers.GroupedConv ('split' vs 'lax'),
-the dense convs of `fast_conv_general_dilated` (1x1 as matmuls, 3x3 by Winograd
-F(4x4, 3x3)), the conv of an upsampled map at the map's resolution, the custom-VJP
-GELU and LayerNorm and the integer-factor bilinear upsampling must own the same
-parameters and give the same outputs and gradients to float32 round-off (1e-4
-relative), so one checkpoint serves either; a whole backbone and a whole segmentor
-must not care which is used.
+the dense convs of `fast_conv_general_dilated` (1x1 as matmuls with a written-out
+kernel gradient, 3x3 by Winograd F(4x4, 3x3)), the conv of an upsampled map at the
+map's resolution, the custom-VJP GELU and LayerNorm and the integer-factor bilinear
+upsampling must own the same parameters and give the same outputs and gradients to
+float32 round-off (1e-4 relative), so one checkpoint serves either; a whole backbone
+and a whole segmentor must not care which is used.
 """
 import flax.linen as nn
 import jax
@@ -168,6 +168,13 @@ def test_fast_conv_module_owns_nn_conv_parameters():
                              make('lax').apply(variables, x), rtol=1e-4, atol=1e-4)
   with pytest.raises(ValueError, match='conv_impl'):
     make('fft').init(jax.random.key(0), x)
+
+
+@pytest.mark.parametrize('shape', [(7, 5), (2, 6, 4, 5)])
+def test_channel_matmul_matches_autodiff(shape):
+  x = jax.random.normal(jax.random.key(0), shape)
+  w = jax.random.normal(jax.random.key(1), (shape[-1], 3))
+  _assert_close_with_grads(fast_ops.channel_matmul, lambda x, w: x @ w, x, w, tol=1e-5)
 
 
 def _upsampled(x, factors):
