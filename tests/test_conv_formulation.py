@@ -211,7 +211,8 @@ def test_conv_bn_relu_of_several_maps_is_the_conv_of_their_concatenation(impl):
   variables = plain.init(jax.random.key(0), concat(maps))
   module = layers.ConvBNReLU(8, 3, conv_impl=impl)
   _assert_same_shapes(variables, module, maps)
-  with_kernel = lambda k: {**variables, 'params': {**variables['params'], 'conv': {'kernel': k}}}
+  with_kernel = lambda k: {**variables,
+                           'params': {**variables['params'], 'conv': {'kernel': k}}}
   _assert_close_with_grads(lambda k, *maps: module.apply(with_kernel(k), list(maps)),
                            lambda k, *maps: plain.apply(with_kernel(k), concat(maps)),
                            variables['params']['conv']['kernel'], *maps)

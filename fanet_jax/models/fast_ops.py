@@ -5,15 +5,16 @@ counterpart to float32 round-off (tests/test_conv_formulation.py):
 
 - `fast_conv_general_dilated`: a drop-in `conv_general_dilated` for `nn.Conv` that
   computes 1x1 convs as matmuls (`channel_matmul`; XLA:CPU differentiates a 1x1 conv
-  into transposes and a slow convolution) and 3x3 stride-1 convs on large maps by Winograd F(4x4, 3x3)
-  (winograd.py); everything else goes to `lax.conv_general_dilated`.
+  into transposes and a slow convolution) and 3x3 stride-1 convs on large maps by
+  Winograd F(4x4, 3x3) (winograd.py); everything else goes to
+  `lax.conv_general_dilated`.
 - `depthwise_shifted`: a depthwise conv as k*k shifted multiplies (~25x faster than
   `feature_group_count`), with a written-out backward pass.
 - `gelu` and `layer_norm` with written-out backward passes that keep only their
   input (autodiff keeps several arrays of the input's size per call).
 - `upsample_axis`: integer-factor bilinear upsampling as weighted sums of neighbours.
 - `conv_upsampled`: a conv of a bilinearly upsampled map, computed at the map's own
-  resolution (UperNet's `fpn_bottleneck` reads three FPN levels upsampled 2-8x).
+  resolution (UperNet's `fpn_bottleneck`, for its FPN levels upsampled 4x and 8x).
 
 Written-out backward passes avoid recomputing an expression the forward pass also
 computes: XLA:CPU merges equal expressions (and removes optimisation barriers before
