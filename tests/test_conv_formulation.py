@@ -1,6 +1,6 @@
 """The fast conv formulations equal the plain XLA ones (issue #6).
 
-layers.DepthwiseConv ('shifted' vs 'lax'), layers.GroupedConv ('split' vs 'lax'),
+layers.DepthwiseConv ('shifted' vs 'lax'), layers.GroupedConv ('matmul' vs 'lax'),
 the dense convs of `fast_conv_general_dilated` (1x1 as matmuls with a written-out
 kernel gradient, 3x3 by Winograd F(4x4, 3x3)), the conv of an upsampled map at the
 map's resolution, the custom-VJP GELU and LayerNorm and the integer-factor bilinear
@@ -74,17 +74,42 @@ def test_depthwise_shifted_equals_lax(kernel_size, strides, height):
   _assert_same_outputs_and_grads(make('shifted'), make('lax'), x, variables)
 
 
-def test_grouped_split_equals_lax():
+@pytest.mark.parametrize('strides,padding', [(1, None), (2, None), (1, 1)])
+def test_grouped_matmul_equals_lax(strides, padding):
+  # Stride 1 keeping the size is fast_ops.grouped_conv; the others split per group.
   x = jax.random.normal(jax.random.key(0), (2, 13, 11, 16))
-  make = lambda impl: layers.GroupedConv(16, 7, groups=4, impl=impl)
-  variables = _random_variables(make('split'), x)
-  reference = nn.Conv(16, (7, 7), feature_group_count=4, padding=3)
+  make = lambda impl: layers.GroupedConv(16, 7, groups=4, strides=strides,
+                                         padding=padding, impl=impl)
+  variables = _random_variables(make('matmul'), x)
+  pad = 3 if padding is None else padding
+  reference = nn.Conv(16, (7, 7), strides=strides, feature_group_count=4, padding=pad)
   _assert_same_shapes(variables, reference, x)
   _assert_same_shapes(variables, make('lax'), x)
-  _assert_same_outputs_and_grads(make('split'), make('lax'), x, variables)
+  _assert_same_outputs_and_grads(make('matmul'), make('lax'), x, variables)
   # 'lax' is nn.Conv's own computation: same numbers from the same parameters.
   np.testing.assert_allclose(make('lax').apply(variables, x),
                              reference.apply(variables, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('kernel_size,groups,out', [(7, 4, 8), (3, 2, 6), (5, 1, 3)])
+def test_grouped_conv_equals_feature_group_count(kernel_size, groups, out):
+  kx, kk, kd = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.normal(kx, (2, 9, 12, 4 * groups))
+  kernel = jax.random.normal(kk, (kernel_size, kernel_size, 4, out * groups))
+  dy = jax.random.normal(kd, (2, 9, 12, out * groups))
+  pad = kernel_size // 2
+  plain = lambda x, k: lax.conv_general_dilated(
+      x, k, (1, 1), ((pad, pad), (pad, pad)), dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      feature_group_count=groups)
+  fast = lambda x, k: fast_ops.grouped_conv(x, k, groups)
+  for f in (plain, fast):
+    y, vjp = jax.vjp(f, x, kernel)
+    if f is plain:
+      expected = (y, *vjp(dy))
+  for got, want in zip((y, *vjp(dy)), expected):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(jnp.max(abs(want))))
+  with pytest.raises(ValueError, match='square odd kernel'):
+    fast_ops.grouped_conv(x, kernel[:2, :2], groups)
 
 
 def test_unknown_impl_raises():

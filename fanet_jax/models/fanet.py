@@ -6,7 +6,7 @@ names follow the reference's state-dict names (`downsample_layers_{i}`,
 The reference's `attn.ctx_conv` / `attn.norm3` live here in the `scm` submodule.
 
 `conv_impl` picks how convs are computed: 'fast' (depthwise as shifted multiplies,
-grouped as per-group dense convs, 1x1 as matmuls; see layers.py) or 'lax' (XLA
+grouped as one matmul per group, 1x1 as matmuls; see layers.py) or 'lax' (XLA
 convolutions, feature_group_count). Both own identical parameters, so one checkpoint
 serves either.
 """
@@ -34,7 +34,7 @@ TEST = dict(widths=(8, 16, 32, 64), depths=(1, 1, 1, 1), kernel_sizes=(5, 5, 3, 
 def _impls(conv_impl: str) -> tuple[str, str]:
   """Maps the backbone's conv_impl to (DepthwiseConv impl, GroupedConv impl)."""
   if conv_impl == 'fast':
-    return 'shifted', 'split'
+    return 'shifted', 'matmul'
   if conv_impl == 'lax':
     return 'lax', 'lax'
   raise ValueError(f"conv_impl must be 'fast' or 'lax', got {conv_impl!r}")

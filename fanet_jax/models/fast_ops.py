@@ -10,6 +10,8 @@ counterpart to float32 round-off (tests/test_conv_formulation.py):
   `lax.conv_general_dilated`.
 - `depthwise_shifted`: a depthwise conv as k*k shifted multiplies (~25x faster than
   `feature_group_count`), with a written-out backward pass.
+- `grouped_conv`: a grouped conv as one matmul per group into the kernel rows'
+  outputs, summed with their row shifts.
 - `gelu` and `layer_norm` with written-out backward passes that keep only their
   input (autodiff keeps several arrays of the input's size per call).
 - `upsample_axis`: integer-factor bilinear upsampling as weighted sums of neighbours.
@@ -236,6 +238,53 @@ def conv_upsampled(x: jax.Array, kernel: jax.Array, factors: tuple[int, int],
   rows = [_upsampled_shifted_sum(taps[i * kw:(i + 1) * kw], 2, factors[1], pad)
           for i in range(kh)]
   return _upsampled_shifted_sum(rows, 1, factors[0], pad)
+
+
+def grouped_conv(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
+  """Grouped conv, stride 1, zero padding k // 2 (size kept), NHWC x HWIO.
+
+  `lax.conv_general_dilated(..., feature_group_count=groups)` as one matmul per
+  group: the group's input with its k column shifts side by side, (B, H, W, k*ci),
+  times the kernel as a (k*ci, k*co) matrix gives every kernel row's contribution at
+  once; those are summed with their row shifts (one elementwise pass). The same
+  multiply-adds as the direct conv, in matmuls XLA:CPU runs fast, forward and
+  backward (the kernel gradient is `channel_matmul`'s). XLA:CPU's own convolutions of
+  FANet's grouped 7x7 (12 to 96 channels per group) run at 6-30 GFLOP/s, and their
+  kernel gradients at stage 0 take its generic loop: FANet-tiny's train step
+  5.43 -> 4.97 s with this (same-process A/B, issue #6). Same numbers to float32
+  round-off.
+
+  Args:
+    x: (B, H, W, C) input.
+    kernel: (k, k, C / groups, O) kernel, k odd; group i maps input channels
+      [i C/G, (i+1) C/G) to output channels [i O/G, (i+1) O/G).
+    groups: number of groups G.
+
+  Returns:
+    (B, H, W, O).
+  """
+  k, kw, ci, o = kernel.shape
+  b, h, w, c = x.shape
+  if k != kw or k % 2 == 0 or c != ci * groups or o % groups:
+    raise ValueError(f'grouped_conv needs a square odd kernel (k, k, C/G, O) with O '
+                     f'divisible by G: got kernel {kernel.shape}, input channels {c}, '
+                     f'{groups} groups')
+  pad, co = k // 2, o // groups
+  xp = jnp.pad(x, ((0, 0), (0, 0), (pad, pad), (0, 0)))
+  outs = []
+  for i in range(groups):
+    xi = xp[..., i * ci:(i + 1) * ci]
+    columns = jnp.concatenate([lax.slice_in_dim(xi, j, j + w, axis=2) for j in range(k)],
+                              axis=-1)  # (B, H, W, k*ci): column shift j, then channel
+    # Rows (column shift j, input channel), columns (kernel row t, output channel).
+    wi = kernel[..., i * co:(i + 1) * co].transpose(1, 2, 0, 3).reshape(k * ci, k * co)
+    # Split rather than indexed, as in conv_upsampled.
+    rows = jnp.split(channel_matmul(columns, wi), k, axis=-1)
+    y = _shift(rows[0], -pad, 1)
+    for t in range(1, k):
+      y = y + _shift(rows[t], t - pad, 1)
+    outs.append(y)
+  return jnp.concatenate(outs, axis=-1)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))

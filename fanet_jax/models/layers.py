@@ -5,12 +5,12 @@ Implements the numerics SPEC.md section 1 pins down (exact-erf GELU, LayerNorm e
 ConvBNReLU. `DepthwiseConv` and `GroupedConv` own exactly the parameters that
 `nn.Conv(feature_group_count=...)` would, but can compute the convolution in a form
 that XLA:CPU compiles much better (PERF_NOTES.md: depthwise via feature_group_count
-is ~25x slower than a sum of shifted multiplies; the grouped 7x7 ~2.5x slower than
-dense convs over channel slices). Dense convs are `nn.Conv`, computed for
-`conv_impl='fast'` by `fast_ops.fast_conv_general_dilated` (1x1 as matmuls, 3x3 on
-large maps by Winograd F(4x4, 3x3)); either way the parameters are nn.Conv's, so
-checkpoints do not care. GELU and LayerNorm come from fast_ops.py (written-out
-backward passes). Layout is NHWC.
+is ~25x slower than a sum of shifted multiplies; the grouped 7x7 runs several times
+faster as one matmul per group, `fast_ops.grouped_conv`). Dense convs are `nn.Conv`,
+computed for `conv_impl='fast'` by `fast_ops.fast_conv_general_dilated` (1x1 as
+matmuls, 3x3 on large maps by Winograd F(4x4, 3x3)); either way the parameters are
+nn.Conv's, so checkpoints do not care. GELU and LayerNorm come from fast_ops.py
+(written-out backward passes). Layout is NHWC.
 """
 from typing import Any, Callable, Optional, Sequence
 
@@ -21,8 +21,8 @@ from jax import lax
 
 from fanet_jax.models.fast_ops import (CONV_UPSAMPLED_MIN_FACTOR,  # noqa: F401
                                        conv_function, conv_upsampled,
-                                       depthwise_shifted, gelu, layer_norm,
-                                       upsample_axis)
+                                       depthwise_shifted, gelu, grouped_conv,
+                                       layer_norm, upsample_axis)
 
 Dtype = Any
 _DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
@@ -195,8 +195,9 @@ class GroupedConv(nn.Module):
     groups: number of groups G (the input channels must divide by it).
     strides: stride in both directions.
     padding: symmetric padding, k//2 when None.
-    impl: 'split' (one dense conv per group on channel slices, concatenated; the
-      same convolution, compiled ~2.5x faster on XLA:CPU) or 'lax'
+    impl: 'matmul' (`fast_ops.grouped_conv`: one matmul per group; strided or
+      size-changing convs fall back to one dense conv per group on channel slices,
+      ~2.5x faster on XLA:CPU than feature_group_count) or 'lax'
       (feature_group_count).
     dtype: computation dtype; parameters stay float32.
   """
@@ -205,7 +206,7 @@ class GroupedConv(nn.Module):
   groups: int
   strides: int = 1
   padding: Optional[int] = None
-  impl: str = 'split'
+  impl: str = 'matmul'
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -225,8 +226,10 @@ class GroupedConv(nn.Module):
         dimension_numbers=_DIMENSION_NUMBERS, feature_group_count=groups)
     if self.impl == 'lax':
       return conv(x, kernel, g) + bias
-    if self.impl != 'split':
-      raise ValueError(f"GroupedConv impl must be 'split' or 'lax', got {self.impl!r}")
+    if self.impl != 'matmul':
+      raise ValueError(f"GroupedConv impl must be 'matmul' or 'lax', got {self.impl!r}")
+    if s == 1 and k % 2 and pad == k // 2:
+      return grouped_conv(x, kernel, g) + bias
     # feature_group_count semantics: group i maps input slice i to output slice i.
     ci, co = cin // g, self.features // g
     outs = [conv(x[..., i * ci:(i + 1) * ci], kernel[..., i * co:(i + 1) * co], 1)
