@@ -208,10 +208,11 @@ def _upsampled(x, factors):
                           antialias=False)
 
 
-@pytest.mark.parametrize('kernel_size,factors', [(3, (2, 2)), (3, (4, 8)), (1, (4, 4)),
-                                                 (5, (3, 1))])
-def test_conv_upsampled_equals_conv_after_upsampling(kernel_size, factors):
-  x = jax.random.normal(jax.random.key(0), (2, 5, 3, 6))
+@pytest.mark.parametrize('kernel_size,factors,size', [
+    (3, (2, 2), (5, 3)), (3, (4, 8), (5, 3)), (1, (4, 4), (5, 3)), (5, (3, 1), (5, 3)),
+    (3, (8, 4), (1, 2))])  # a one-pixel axis: both edges of the upsampling at once
+def test_conv_upsampled_equals_conv_after_upsampling(kernel_size, factors, size):
+  x = jax.random.normal(jax.random.key(0), (2, *size, 6))
   kernel = jax.random.normal(jax.random.key(1), (kernel_size, kernel_size, 6, 4))
   pad = kernel_size // 2
   _assert_close_with_grads(
