@@ -1,6 +1,6 @@
 """glibc malloc settings that stop a CPU training step from page-faulting its buffers.
 
-XLA:CPU allocates an executable's temporary buffer (2.1 GB for the FANet-tiny
+XLA:CPU allocates an executable's temporary buffer (2.2 GB for the FANet-tiny
 segmentor's train step at 512x512 batch 2) with malloc on every call. glibc serves
 blocks that large with a fresh `mmap` and returns them with `munmap`, so every step
 first-touches (page-faults and zeroes) all of it again: about a million faults and
