@@ -5,15 +5,15 @@ compile time, the median of repeated timed runs after a warm-up, images/second, 
 multiply-adds of the program (GMAC: exact, counted from the jaxpr of the plain `lax`
 formulation, forward and backward for a training step, without the recomputation of
 rematerialised blocks; see macs.py), GFLOP/s = 2 x GMAC / median (an effective rate:
-the Winograd convs and fast_ops.conv_upsampled compute fewer) and the peak resident
+the Winograd convs and upsampling.conv_upsampled compute fewer) and the peak resident
 memory (after the allocator hands back what compiling freed; done the same way for
 PyTorch). Our processes run with the XLA:CPU flags of xla_cpu.py, as launch.py's do.
 Where the independent PyTorch reference implements the model (FANet), the same case
 is then timed in PyTorch in its own subprocesses of the same run (see bench_torch.py):
 as its users run it (`speedup` = PyTorch time / ours) and with the glibc malloc
 settings our JAX processes use (allocator.py; `torch*`, `speedup*`), since those
-settings speed up PyTorch's step as much as ours. The `input_pipeline` case times the grain training loader at the
-ZeroWaste-f transforms (bench_input.py) and prints its images/second beside what the
+settings speed up PyTorch's step as much as ours. The `input_pipeline` case times the
+grain training loader at the ZeroWaste-f transforms (bench_input.py) and prints its images/second beside what the
 training step consumes. Paper figures, where a paper gives one, are printed beside
 ours with the hardware they were measured on; they are not comparable machines.
 

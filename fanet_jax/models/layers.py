@@ -19,10 +19,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from fanet_jax.models.fast_ops import (CONV_UPSAMPLED_MIN_FACTOR,  # noqa: F401
-                                       conv_function, conv_upsampled,
-                                       depthwise_shifted, gelu, grouped_conv,
-                                       layer_norm, upsample_axis)
+from fanet_jax.models.fast_ops import (conv_function, depthwise_shifted, gelu,
+                                       grouped_conv, layer_norm)
+from fanet_jax.models.upsampling import (CONV_UPSAMPLED_MIN_FACTOR,  # noqa: F401
+                                         conv_upsampled, upsample_axis)
 
 Dtype = Any
 _DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')

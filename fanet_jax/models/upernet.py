@@ -9,7 +9,7 @@ Parameter paths mirror mmsegmentation's state-dict names with '.' -> '_'
 (3x3 on maps of 32x32 and more); `fpn_bottleneck` (46% of the segmentor's
 multiply-adds when written plainly) applies its kernel to the FPN levels upsampled 4x
 and 8x at their own resolution instead of on the upsampled maps
-(`fast_ops.conv_upsampled`). 'lax' computes them all as XLA convolutions of the
+(`upsampling.conv_upsampled`). 'lax' computes them all as XLA convolutions of the
 concatenation; the parameters are the same.
 """
 from typing import Any, Sequence, Union
