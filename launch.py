@@ -53,6 +53,7 @@ def main(argv=None) -> int:
   import jax
 
   from fanet_jax import allocator, distributed, trainer, xla_cpu
+  from fanet_jax.nonfinite import NonFiniteError
   from fanet_jax.pretrained import PretrainedError
 
   xla_cpu.configure()  # before JAX starts its backend (xla_cpu.py)
@@ -73,6 +74,9 @@ def main(argv=None) -> int:
   except (config_lib.ConfigError, DataError, PretrainedError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  except NonFiniteError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 1
   return 0
 
 

@@ -7,6 +7,7 @@ mIoU, or top-1 for classifiers) apart from the rolling ones. Restores always go 
 an explicit abstract target, so the shardings of the restored arrays are the
 caller's (a checkpoint written on 8 devices restores on 1).
 """
+import math
 import os
 from typing import Any, Optional
 
@@ -74,10 +75,23 @@ class Checkpointer:
     return self._manager.restore(step, args=ocp.args.Composite(**items))['state']
 
   def save_best(self, step: int, state: Any, metrics: dict) -> bool:
-    """Keeps `state` in `best/` if its best metric beats the stored best."""
+    """Keeps `state` in `best/` if its best metric beats the stored best.
+
+    A non-finite metric is never a candidate (Orbax would rank NaN as a value).
+
+    Returns:
+      Whether the state was offered to `best/`.
+    """
+    value = float(metrics[self._best_metric])
+    if not math.isfinite(value):
+      return False
     return self._best.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state)), metrics={self._best_metric: float(metrics[self._best_metric])},
+        state=ocp.args.StandardSave(state)), metrics={self._best_metric: value},
         force=True)
+
+  def due(self, step: int) -> bool:
+    """Whether `save(step, ...)` without `force` would write a checkpoint."""
+    return self._manager.should_save(step)
 
   def best_step(self) -> Optional[int]:
     """Step of the best checkpoint, or None."""

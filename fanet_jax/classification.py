@@ -50,7 +50,8 @@ def make_prepare_batch(*, num_classes: int, mixup_alpha: float, cutmix_alpha: fl
 
 def make_eval_step(model: nn.Module) -> Callable:
   """Builds `eval_step(variables, batch, counts) -> counts`, counts = [top-1 hits,
-  top-5 hits, examples]; labels equal to PADDING_LABEL count for nothing."""
+  top-5 hits, examples, examples with non-finite logits]; labels equal to
+  PADDING_LABEL count for nothing."""
   def eval_step(variables, batch, counts):
     logits = model.apply(variables, batch['image'], train=False).astype(jnp.float32)
     labels = batch['label']
@@ -59,7 +60,9 @@ def make_eval_step(model: nn.Module) -> Callable:
     _, top = jax.lax.top_k(logits, k)
     hit5 = jnp.any(top == labels[:, None], axis=-1) & valid
     hit1 = (top[:, 0] == labels) & valid
-    return counts + jnp.stack([jnp.sum(hit1), jnp.sum(hit5), jnp.sum(valid)])
+    bad = valid & ~jnp.all(jnp.isfinite(logits), axis=-1)
+    return counts + jnp.stack([jnp.sum(hit1), jnp.sum(hit5), jnp.sum(valid),
+                               jnp.sum(bad)])
   return eval_step
 
 
@@ -75,16 +78,20 @@ def evaluate(model: nn.Module, variables: Any, batches: Iterable[dict], *,
     mesh: the device mesh.
 
   Returns:
-    {'top1', 'top5', 'count'}.
+    {'top1', 'top5', 'count'}; both accuracies NaN, and `nonfinite` the count of
+    examples, where some example's logits were not finite.
   """
   replicated = sharding.replicated(mesh)
   step = jax.jit(make_eval_step(model),
                  in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
                  out_shardings=replicated, donate_argnums=2)
-  counts = jax.device_put(jnp.zeros(3, jnp.int32), replicated)
+  counts = jax.device_put(jnp.zeros(4, jnp.int32), replicated)
   for batch in batches:
     counts = step(variables, sharding.shard_batch(batch, mesh), counts)
-  hit1, hit5, count = np.asarray(counts.addressable_data(0)).tolist()
+  hit1, hit5, count, nonfinite = np.asarray(counts.addressable_data(0)).tolist()
+  if nonfinite:
+    return {'top1': float('nan'), 'top5': float('nan'), 'count': count,
+            'nonfinite': nonfinite}
   return {'top1': 100.0 * hit1 / max(count, 1), 'top5': 100.0 * hit5 / max(count, 1),
           'count': count}
 

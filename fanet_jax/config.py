@@ -94,6 +94,11 @@ class Config:
   min_learning_rate: float = 1e-7
   decay_norms_and_biases: bool = True  # False: AdamW skips every 0-D / 1-D param.
   grad_clip_norm: Optional[float] = None  # clip gradients to this global norm.
+  # A step whose loss or gradients are not finite is skipped (no update) and counted;
+  # this many in a row stop the run with an error (nonfinite.py). The guard costs
+  # train-step memory (README, "Speed"); skip_nonfinite=False turns it off.
+  skip_nonfinite: bool = True
+  max_nonfinite_steps: int = 5
   # The global batch is computed as `grad_accum_steps` micro-batches whose gradients
   # are averaged before one optimiser step (the same step, in less memory).
   grad_accum_steps: int = 1

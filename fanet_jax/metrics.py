@@ -94,3 +94,11 @@ def format_table(metrics: dict) -> str:
     summary += f'  fgIoU {100 * metrics["fgIoU"]:.2f}'
   lines.append(summary)
   return '\n'.join(lines)
+
+
+def unscored(metrics: dict) -> dict:
+  """`metrics` with every score NaN (for a model whose outputs were not finite)."""
+  nan = float('nan')
+  return {k: ([nan] * len(v) if k in ('IoU', 'Acc') else nan)
+          if k in ('aAcc', 'mAcc', 'mIoU', 'fwIoU', 'fgIoU', 'IoU', 'Acc') else v
+          for k, v in metrics.items()}

@@ -17,7 +17,8 @@ class MetricWriter:
   """Appends `{"step": ..., **metrics}` lines to `workdir/metrics.jsonl`.
 
   On resume, lines from steps after the restored checkpoint (written by the run that
-  died before it could checkpoint them) are dropped, so the log matches the state.
+  died before it could checkpoint them) are dropped, so the log matches the state;
+  `last` holds the newest value of each key among the lines kept.
 
   Args:
     workdir: the run's directory.
@@ -27,6 +28,7 @@ class MetricWriter:
 
   def __init__(self, workdir: str, *, enabled: bool = True, resume_step: int = 0):
     self._file = None
+    self.last = {}
     if not enabled:
       return
     path = os.path.join(workdir, METRICS_FILE)
@@ -35,6 +37,8 @@ class MetricWriter:
       with open(path) as f:
         kept = [line for line in f if line.strip()
                 and json.loads(line).get('step', 0) <= resume_step]
+    for line in kept:
+      self.last.update(json.loads(line))
     with open(path, 'w') as f:
       f.writelines(kept)
     self._file = open(path, 'a')
@@ -76,6 +80,8 @@ class ProgressBar:
       return
     now = time.perf_counter()
     shown = {'loss': f'{scalars["loss"]:.4f}', 'lr': f'{scalars["lr"]:.2e}'}
+    if scalars.get('skipped_steps'):
+      shown['skipped'] = str(scalars['skipped_steps'])
     if self._last is not None and step > self._last[0]:
       rate = (step - self._last[0]) * self._batch_size / (now - self._last[1])
       shown['img/s'] = f'{rate:.1f}'

@@ -30,7 +30,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from fanet_jax import (checkpoints, classification, evaluation, inputs, losses, models,
-                       optim, pretrained, sharding)
+                       nonfinite, optim, pretrained, sharding)
 from fanet_jax import metrics as metrics_lib
 from fanet_jax import train_step as train_step_lib
 from fanet_jax.config import Config, ConfigError
@@ -39,6 +39,7 @@ from fanet_jax.progress import MetricWriter, ProgressBar
 RESULTS_FILE = 'results.json'
 TASKS = ('segmentation', 'classification')
 BEST_METRIC = {'segmentation': 'mIoU', 'classification': 'top1'}
+SKIPPED_KEY = 'skipped_steps'  # metrics.jsonl: non-finite steps skipped so far
 
 
 class _StopRequest:
@@ -233,12 +234,15 @@ def train_and_evaluate(config: Config, workdir: str, *, devices=None) -> dict:
     return jax.jit(
         train_step_lib.make_train_step(model, tx, loss_fn,
                                        accum_steps=config.grad_accum_steps,
-                                       prepare_batch=prepare_batch),
+                                       prepare_batch=prepare_batch,
+                                       skip_nonfinite=config.skip_nonfinite),
         in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
         out_shardings=(replicated, replicated), donate_argnums=0)
 
   step_fns = {}  # phase (contour loss on?) -> jitted step, compiled when reached
   writer = MetricWriter(workdir, enabled=is_main, resume_step=start_step)
+  skipped = nonfinite.SkippedSteps(config.max_nonfinite_steps,
+                                   total=int(writer.last.get(SKIPPED_KEY, 0)))
   progress = ProgressBar(start_step, total_steps, config.batch_size, enabled=is_main)
   stop = _StopRequest()
   step = start_step
@@ -253,26 +257,41 @@ def train_and_evaluate(config: Config, workdir: str, *, devices=None) -> dict:
       batch = sharding.shard_batch(next(data_iter), mesh)
       state, step_metrics = step_fns[contour](state, batch, train_rng)
       step += 1
-      if step % config.log_every == 0 or step == total_steps:
+      if config.skip_nonfinite:
+        skipped.push(step, step_metrics.pop('skipped'))
+      forced = step in (config.num_steps, total_steps)
+      evaluate = step % config.eval_every == 0 or forced
+      log = step % config.log_every == 0 or step == total_steps
+      if log or evaluate or forced or ckpt.due(step):
+        skipped.flush()  # a diverged run stops here, before it saves anything
+      if log:
         scalars = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
         scalars['lr'] = float(schedule(step - 1))
+        if config.skip_nonfinite:
+          scalars[SKIPPED_KEY] = skipped.total
         writer.write(step, scalars)
         progress.update(step, scalars)
       else:
         progress.update(step)
-      ckpt.save(step, state, data_iter, force=step in (config.num_steps, total_steps))
-      if step % config.eval_every == 0 or step in (config.num_steps, total_steps):
+      ckpt.save(step, state, data_iter, force=forced)
+      if evaluate:
         progress.pause()
         val = _evaluate(config, model, state, sources[config.eval_split], mesh)
         writer.write(step, _summary(config.eval_split, val))
-        ckpt.save_best(step, state, val)
+        offered = ckpt.save_best(step, state, val)
         if is_main:
           progress.write(f'\n{config.eval_split} split at step {step}:\n'
                          f'{_table(config, val)}')
+          if not offered:
+            progress.write(f'{config.eval_split} {BEST_METRIC[config.task]} is not '
+                           f'finite at step {step}: not a candidate for best/')
       if stop.agreed(step):
         ckpt.save_now(step, state, data_iter)
         raise SystemExit(f'Stopped by SIGTERM at step {step}; checkpoint saved. '
                          'Run the same command again to resume.')
+  except nonfinite.NonFiniteError:
+    ckpt.close()  # let earlier (finite) saves finish
+    raise
   except KeyboardInterrupt:
     ckpt.save_now(step, state, data_iter)
     raise SystemExit(f'Interrupted at step {step}; checkpoint saved. '

@@ -16,6 +16,7 @@ import pytest
 import launch
 from fanet_jax import sharding, trainer
 from fanet_jax.config import Config
+from fanet_jax.nonfinite import NonFiniteError
 
 NUM_STEPS = 4
 
@@ -98,3 +99,38 @@ def test_launch_reports_bad_input_without_a_traceback(config, tmp_path, capsys):
   assert launch.main(['--experiment', 'zerowaste_fanet_tiny', '--workdir',
                       str(tmp_path / 'w')]) == 2
   assert 'must be a multiple of grad_accum_steps x devices = 1 x 8' in capsys.readouterr().err
+
+
+def test_a_diverged_run_stops_with_finite_checkpoints_and_no_best(config, tmp_path,
+                                                                  monkeypatch, capsys):
+  # Every batch after the first is poisoned (train and evaluation batches alike), so
+  # step 1 trains, steps 2, 3, 4 are skipped, and the model's logits on the
+  # validation split at step 2 are not finite.
+  config = dataclasses.replace(config, max_nonfinite_steps=3)
+  calls = {'n': 0}
+  original = sharding.shard_batch
+
+  def poisoned_shard_batch(batch, mesh):
+    calls['n'] += 1
+    if calls['n'] > 1:
+      batch = {**batch, 'image': np.full_like(batch['image'], np.nan)}
+    return original(batch, mesh)
+
+  monkeypatch.setattr(sharding, 'shard_batch', poisoned_shard_batch)
+  workdir = str(tmp_path / 'run')
+  with pytest.raises(NonFiniteError, match=r'not finite in steps 2-4 \(3 in a row'):
+    trainer.train_and_evaluate(config, workdir)
+  assert 'val mIoU is not finite at step 2: not a candidate for best/' in (
+      capsys.readouterr().out)
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    lines = [json.loads(line) for line in f]
+  train = [line for line in lines if 'loss' in line]
+  assert [line['step'] for line in train] == [1, 2, 3]  # step 4 stopped the run
+  assert [line['skipped_steps'] for line in train] == [0, 1, 2]
+  val = [line for line in lines if 'val/mIoU' in line]
+  assert [line['step'] for line in val] == [2] and np.isnan(val[0]['val/mIoU'])
+  # The newest checkpoint, step 2's, holds step 1's parameters; nothing reached best/.
+  saved = _final_state(workdir)
+  assert int(saved['step']) == 2
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(saved))
+  assert not os.listdir(os.path.join(workdir, 'best'))
