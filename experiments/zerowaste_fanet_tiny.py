@@ -5,8 +5,9 @@ Command:
 
 Hardware: the recipe is 40k iterations at batch 2 with 512x512 crops; one GPU.
 Expected: test mIoU 54.89 / pixel accuracy 91.41 in the paper (Table 1), which starts
-from the ImageNet-1K pretrained backbone (not yet loadable here). Not run by us:
-ZeroWaste-f is not available on the project's machines.
+from the ImageNet-1K pretrained backbone (`--set init_from=...`: a converted PyTorch
+checkpoint or an `imagenet_fanet_tiny` workdir; without it the backbone trains from
+scratch). Not run by us: ZeroWaste-f is not available on the project's machines.
 """
 from fanet_jax.config import Config
 

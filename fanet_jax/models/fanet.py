@@ -201,6 +201,18 @@ class FANetBlock(nn.Module):
 class FANet(nn.Module):
   """FANet backbone: 4 stages of FANetBlocks behind conv down-samplings (no norms).
 
+  Initialisation is the reference's (trunc normal 0.02 kernels, zero biases) except
+  for the stem's bias, drawn as PyTorch draws a conv bias, U(+-1/sqrt(fan_in)). The
+  reference zeroes it and only ever fine-tunes from ImageNet weights. From scratch, a
+  zero stem bias maps the segmentation crops' zero padding to the zero vector, and
+  with every other bias zero too, those pixels stay exactly zero in every stage
+  whose receptive field lies inside the padding: each LayerNorm there sees zero
+  variance, where its backward pass multiplies the gradient by 1/sqrt(eps) = 1000.
+  Some 40 such LayerNorms in series overflow float32 in stage 0's gradient on the
+  first step. A non-zero stem bias makes the padding's features an ordinary,
+  channel-varying vector. Converted or pretrained weights replace it, so outputs
+  for them are unchanged.
+
   Attributes:
     widths: channels per stage.
     depths: blocks per stage.
@@ -242,9 +254,12 @@ class FANet(nn.Module):
                                               self.kernel_sizes)):
       # Stem: 5x5 stride 4 pad 2; later: 3x3 stride 2 pad 1. No norm after either.
       stem = s == 0
-      x = layers.conv2d(width, 5 if stem else 3, strides=4 if stem else 2,
+      k_in = 5 if stem else 3
+      x = layers.conv2d(width, k_in, strides=4 if stem else 2,
                         padding=2 if stem else 1, name=f'downsample_layers_{s}',
-                        dtype=self.dtype, impl=self.conv_impl)(x)
+                        dtype=self.dtype, impl=self.conv_impl,
+                        bias_init=(layers.fan_in_uniform(x.shape[-1] * k_in * k_in)
+                                   if stem else nn.initializers.zeros))(x)
       # `train` (argument 2, counting self) is a Python bool: static under remat.
       block_cls = (nn.remat(FANetBlock, static_argnums=(2,)) if s in self.remat_stages
                    else FANetBlock)

@@ -48,6 +48,22 @@ def trunc_normal(std: float = 0.02, lower: float = -2.0, upper: float = 2.0):
   return init
 
 
+def fan_in_uniform(fan_in: int):
+  """PyTorch's default conv / linear bias init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+
+  Args:
+    fan_in: input channels x kernel area of the layer the bias belongs to.
+
+  Returns:
+    A flax initializer `(key, shape, dtype) -> array`.
+  """
+  bound = 1.0 / float(fan_in) ** 0.5
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+  return init
+
+
 def resize_bilinear(x: jax.Array, size: Sequence[int]) -> jax.Array:
   """Bilinear resize of NHWC `x` to `size` = (h, w).
 
@@ -77,7 +93,7 @@ def resize_bilinear(x: jax.Array, size: Sequence[int]) -> jax.Array:
 
 def conv2d(features: int, kernel_size: int, *, name: str, strides: int = 1,
            padding: Optional[int] = None, dtype: Dtype = jnp.float32,
-           impl: str = 'lax') -> nn.Conv:
+           impl: str = 'lax', bias_init: Callable = nn.initializers.zeros) -> nn.Conv:
   """A dense conv with bias and the backbone's init (trunc normal 0.02, zero bias).
 
   Padding is explicit (PyTorch's k//2 by default): 'SAME' pads asymmetrically at
@@ -91,6 +107,7 @@ def conv2d(features: int, kernel_size: int, *, name: str, strides: int = 1,
     padding: symmetric padding, k//2 when None.
     dtype: computation dtype.
     impl: 'fast' or 'lax', see `conv_function`.
+    bias_init: the bias initializer (zeros, as the reference's `_init_weights`).
 
   Returns:
     An unbound `nn.Conv`, adopted by the module whose method calls this.
@@ -98,7 +115,7 @@ def conv2d(features: int, kernel_size: int, *, name: str, strides: int = 1,
   pad = kernel_size // 2 if padding is None else padding
   return nn.Conv(features, (kernel_size, kernel_size), strides=(strides, strides),
                  padding=((pad, pad), (pad, pad)), kernel_init=trunc_normal(),
-                 bias_init=nn.initializers.zeros, dtype=dtype,
+                 bias_init=bias_init, dtype=dtype,
                  param_dtype=jnp.float32, conv_general_dilated=conv_function(impl),
                  name=name)
 
