@@ -96,7 +96,7 @@ class Config:
   grad_clip_norm: Optional[float] = None  # clip gradients to this global norm.
   # A step whose loss or gradients are not finite is skipped (no update) and counted;
   # this many in a row stop the run with an error (nonfinite.py). The guard costs
-  # train-step memory (README, "Speed"); skip_nonfinite=False turns it off.
+  # train-step memory (README, "Speed on a CPU"); skip_nonfinite=False turns it off.
   skip_nonfinite: bool = True
   max_nonfinite_steps: int = 5
   # The global batch is computed as `grad_accum_steps` micro-batches whose gradients

@@ -83,7 +83,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     skip_nonfinite: guard the update (below). The guard makes the update wait for
       every gradient, so XLA keeps the whole gradient and optimiser trees alive at
       once instead of updating each tensor as its gradient is ready: more
-      temporaries (docs in README, "Speed"). False gives the unguarded step.
+      temporaries (README, "Speed on a CPU"). False gives the unguarded step.
 
   Returns:
     The pure step function. `rng` is folded with the step so every step draws fresh
