@@ -208,7 +208,7 @@ class FANet(nn.Module):
   with every other bias zero too, those pixels stay exactly zero in every stage
   whose receptive field lies inside the padding: each LayerNorm there sees zero
   variance, where its backward pass multiplies the gradient by 1/sqrt(eps) = 1000.
-  Some 40 such LayerNorms in series overflow float32 in stage 0's gradient on the
+  About 30 such LayerNorms in series overflow float32 in stage 0's gradient on the
   first step. A non-zero stem bias makes the padding's features an ordinary,
   channel-varying vector. Converted or pretrained weights replace it, so outputs
   for them are unchanged.
