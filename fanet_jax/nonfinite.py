@@ -1,5 +1,5 @@
 """Non-finite training steps: counted as they happen, and a run that keeps making
-them is stopped before it writes anything.
+them is stopped before its next checkpoint, evaluation or log line.
 
 The jitted step (`train_step.make_train_step`) never applies a non-finite loss or
 gradient: it keeps the parameters, BatchNorm statistics and optimiser state, consumes
@@ -17,6 +17,8 @@ flag at once (before a checkpoint, an evaluation or a log line).
 from typing import Any, Optional
 
 import numpy as np
+
+SKIPPED_KEY = 'skipped_steps'  # metrics.jsonl / progress bar: skipped steps so far
 
 
 class NonFiniteError(RuntimeError):

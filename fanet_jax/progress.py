@@ -10,6 +10,8 @@ from typing import Optional
 
 from tqdm import tqdm
 
+from fanet_jax.nonfinite import SKIPPED_KEY
+
 METRICS_FILE = 'metrics.jsonl'
 
 
@@ -35,10 +37,11 @@ class MetricWriter:
     kept = []
     if os.path.exists(path):
       with open(path) as f:
-        kept = [line for line in f if line.strip()
-                and json.loads(line).get('step', 0) <= resume_step]
-    for line in kept:
-      self.last.update(json.loads(line))
+        for line in f:
+          record = json.loads(line) if line.strip() else None
+          if record is not None and record.get('step', 0) <= resume_step:
+            kept.append(line)
+            self.last.update(record)
     with open(path, 'w') as f:
       f.writelines(kept)
     self._file = open(path, 'a')
@@ -80,8 +83,8 @@ class ProgressBar:
       return
     now = time.perf_counter()
     shown = {'loss': f'{scalars["loss"]:.4f}', 'lr': f'{scalars["lr"]:.2e}'}
-    if scalars.get('skipped_steps'):
-      shown['skipped'] = str(scalars['skipped_steps'])
+    if scalars.get(SKIPPED_KEY):
+      shown['skipped'] = str(scalars[SKIPPED_KEY])
     if self._last is not None and step > self._last[0]:
       rate = (step - self._last[0]) * self._batch_size / (now - self._last[1])
       shown['img/s'] = f'{rate:.1f}'

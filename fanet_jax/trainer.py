@@ -39,7 +39,6 @@ from fanet_jax.progress import MetricWriter, ProgressBar
 RESULTS_FILE = 'results.json'
 TASKS = ('segmentation', 'classification')
 BEST_METRIC = {'segmentation': 'mIoU', 'classification': 'top1'}
-SKIPPED_KEY = 'skipped_steps'  # metrics.jsonl: non-finite steps skipped so far
 
 
 class _StopRequest:
@@ -241,8 +240,8 @@ def train_and_evaluate(config: Config, workdir: str, *, devices=None) -> dict:
 
   step_fns = {}  # phase (contour loss on?) -> jitted step, compiled when reached
   writer = MetricWriter(workdir, enabled=is_main, resume_step=start_step)
-  skipped = nonfinite.SkippedSteps(config.max_nonfinite_steps,
-                                   total=int(writer.last.get(SKIPPED_KEY, 0)))
+  skipped = nonfinite.SkippedSteps(
+      config.max_nonfinite_steps, total=int(writer.last.get(nonfinite.SKIPPED_KEY, 0)))
   progress = ProgressBar(start_step, total_steps, config.batch_size, enabled=is_main)
   stop = _StopRequest()
   step = start_step
@@ -262,13 +261,13 @@ def train_and_evaluate(config: Config, workdir: str, *, devices=None) -> dict:
       forced = step in (config.num_steps, total_steps)
       evaluate = step % config.eval_every == 0 or forced
       log = step % config.log_every == 0 or step == total_steps
-      if log or evaluate or forced or ckpt.due(step):
+      if log or evaluate or ckpt.due(step):
         skipped.flush()  # a diverged run stops here, before it saves anything
       if log:
         scalars = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
         scalars['lr'] = float(schedule(step - 1))
         if config.skip_nonfinite:
-          scalars[SKIPPED_KEY] = skipped.total
+          scalars[nonfinite.SKIPPED_KEY] = skipped.total
         writer.write(step, scalars)
         progress.update(step, scalars)
       else:
