@@ -52,7 +52,8 @@ def main(argv=None) -> int:
 
   import jax
 
-  from fanet_jax import allocator, distributed, trainer, xla_cpu
+  from fanet_jax import distributed, trainer
+  from fanet_jax.runtime import allocator, xla_cpu
   from fanet_jax.nonfinite import NonFiniteError
   from fanet_jax.pretrained import PretrainedError
 

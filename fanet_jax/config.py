@@ -74,7 +74,7 @@ class Config:
   # CE + contour_weight * contour loss from where the first phase ended.
   contour_steps: int = 0
   contour_weight: float = 0.005
-  # Pretrained variables: a `python -m fanet_jax.convert` output or an earlier run's
+  # Pretrained variables: a `python -m fanet_jax.pytorch.convert` output or an earlier run's
   # workdir; the subtrees it shares with the model (e.g. `backbone`) are copied.
   init_from: Optional[str] = None
   # Optimisation: AdamW, linear warm-up then poly decay (mmseg PolyLrUpdaterHook);

@@ -2,7 +2,7 @@
 
 Two kinds of source directory hold variables:
 - a *variables checkpoint*: an Orbax checkpoint of `{'params', 'batch_stats'}` for one
-  model of the factory, as `python -m fanet_jax.convert` writes (`save_variables`);
+  model of the factory, as `python -m fanet_jax.pytorch.convert` writes (`save_variables`);
 - a *workdir* of an earlier run: the best checkpoint's train state (or, without one,
   the newest rolling checkpoint's).
 

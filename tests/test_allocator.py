@@ -10,7 +10,7 @@ import pytest
 # (65536 faults of 4 KB pages); configured, the heap keeps the block.
 _PROGRAM = """
 import ctypes, resource, sys
-from fanet_jax import allocator
+from fanet_jax.runtime import allocator
 applied = allocator.configure() if sys.argv[1] == 'on' else None
 libc = ctypes.CDLL('libc.so.6')
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)

@@ -18,8 +18,8 @@ from PIL import Image
 import pytest
 from scipy import ndimage
 
-from input_pipeline import annotate
-from input_pipeline import auto_mask
+from input_pipeline.annotate import cli as annotate
+from input_pipeline.annotate import auto_mask
 from input_pipeline import datasets
 from input_pipeline.errors import DataError
 

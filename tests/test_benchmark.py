@@ -10,7 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fanet_jax import bench_input, benchmark, convert, losses, macs, models
+from fanet_jax import losses, models
+from fanet_jax.pytorch import convert
+from fanet_jax.speed import benchmark, data_loading, macs
 from fanet_jax.models import fanet
 
 if os.environ.get('CI'):
@@ -18,8 +20,8 @@ if os.environ.get('CI'):
 else:
   torch = pytest.importorskip('torch')
 
-from fanet_jax import bench_torch  # noqa: E402
-from fanet_jax import reference_torch as ref  # noqa: E402  (needs torch)
+from fanet_jax.speed import torch_baseline  # noqa: E402
+from fanet_jax.pytorch import reference as ref  # noqa: E402  (needs torch)
 
 TEST = dict(widths=fanet.TEST['widths'], depths=fanet.TEST['depths'])
 
@@ -89,15 +91,15 @@ def test_reference_training_forward_and_gradients_match_ours():
 
 
 def test_torch_timer_runs_the_reference_train_step():
-  result = bench_torch.run_case('fanet_tiny_upernet', 2, (64, 64), train=True, repeats=1)
+  result = torch_baseline.run_case('fanet_tiny_upernet', 2, (64, 64), train=True, repeats=1)
   assert result['median_s'] > 0 and len(result['times_s']) == 1
   assert result['peak_rss_gb'] > 0 and result['threads'] >= 1
   with pytest.raises(ValueError, match='no PyTorch reference'):
-    bench_torch.run_case('deeplabv3plus_r50', 1, (64, 64), train=False, repeats=1)
+    torch_baseline.run_case('deeplabv3plus_r50', 1, (64, 64), train=False, repeats=1)
 
 
 def test_input_pipeline_timer():
-  result = bench_input.run_case(batch=2, worker_count=0, num_batches=2, warmup_batches=1,
+  result = data_loading.run_case(batch=2, worker_count=0, num_batches=2, warmup_batches=1,
                                 num_frames=1, frame_size=(216, 384))
   assert result['images'] == 4 and result['images_per_s'] > 0
   assert result['crop_size'] == [512, 512]

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from fanet_jax import models
-from fanet_jax.models import fanet, fast_ops, layers, upernet, upsampling, winograd
+from fanet_jax.models import fanet, layers, upernet
+from fanet_jax.models.ops import fast_ops, upsampling, winograd
 
 
 def _shapes(tree):

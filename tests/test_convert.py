@@ -1,6 +1,6 @@
 """Weight conversion PyTorch <-> Flax (issue #3) against an independent PyTorch reference.
 
-`fanet_jax/reference_torch.py` is written from SPEC.md alone; with random weights and
+`fanet_jax/pytorch/reference.py` is written from SPEC.md alone; with random weights and
 random BatchNorm statistics, the converted Flax models must reproduce its backbone
 features, classifier logits and segmentor logits to 1e-4 (float32, eval mode) at
 224x224 and at 200x264 (not divisible by 32). Full-size forward passes are few: one jit
@@ -23,8 +23,9 @@ if os.environ.get('CI'):
 else:
   torch = pytest.importorskip('torch')
 
-from fanet_jax import reference_torch as ref  # noqa: E402  (needs torch)
-from fanet_jax import convert, models, pretrained  # noqa: E402
+from fanet_jax.pytorch import reference as ref  # noqa: E402  (needs torch)
+from fanet_jax import models, pretrained  # noqa: E402
+from fanet_jax.pytorch import convert
 from fanet_jax.models import fanet  # noqa: E402
 
 TOL = 1e-4
@@ -291,7 +292,7 @@ def test_cli_errors(tmp_path, capsys, monkeypatch):
 
 def test_cli_module_entry_point_fails_without_traceback(tmp_path):
   result = subprocess.run(
-      [sys.executable, '-m', 'fanet_jax.convert', '--model', 'fanet_tiny', '--input',
+      [sys.executable, '-m', 'fanet_jax.pytorch.convert', '--model', 'fanet_tiny', '--input',
        str(tmp_path / 'missing.pth'), '--output', str(tmp_path / 'out')],
       capture_output=True, text=True, check=False,
       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),

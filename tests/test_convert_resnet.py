@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from fanet_jax import convert, models, pretrained
+from fanet_jax import models, pretrained
+from fanet_jax.pytorch import convert
 
 BLOCKS = (3, 4, 6, 3)
 WIDTHS = (64, 128, 256, 512)

@@ -6,7 +6,7 @@ HLO is what a GPU compile starts from, and an XLA:CPU compile widens bf16 to f32
 import jax
 import jax.numpy as jnp
 
-from fanet_jax import hlo_report
+from fanet_jax.speed import hlo_report
 
 
 def test_callbacks_and_aliasing_are_seen():

@@ -5,12 +5,12 @@ import os
 import subprocess
 import sys
 
-from fanet_jax import xla_cpu
+from fanet_jax.runtime import xla_cpu
 
 # Runs in a fresh process: XLA reads XLA_FLAGS once, when JAX starts its backend.
 _PROGRAM = """
 import functools, json
-from fanet_jax import xla_cpu
+from fanet_jax.runtime import xla_cpu
 xla_cpu.configure()
 import jax, jax.numpy as jnp, numpy as np
 jax.config.update('jax_disable_most_optimizations', True)

@@ -19,9 +19,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from fanet_jax.models.fast_ops import (conv_function, depthwise_shifted, gelu,
+from fanet_jax.models.ops.fast_ops import (conv_function, depthwise_shifted, gelu,
                                        grouped_conv, layer_norm)
-from fanet_jax.models.upsampling import (CONV_UPSAMPLED_MIN_FACTOR,  # noqa: F401
+from fanet_jax.models.ops.upsampling import (CONV_UPSAMPLED_MIN_FACTOR,  # noqa: F401
                                          conv_upsampled, upsample_axis)
 
 Dtype = Any

@@ -29,8 +29,8 @@ import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
-from fanet_jax.models import winograd
-from fanet_jax.models.upsampling import shift
+from fanet_jax.models.ops import winograd
+from fanet_jax.models.ops.upsampling import shift
 
 _DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
 # Winograd F(4x4, 3x3) beats XLA's direct conv from about 32x32 maps on (measured on

@@ -4,19 +4,19 @@ Reads the reference's checkpoints (the ImageNet-1K classifier's `model_best.pth.
 mmsegmentation FANet + UperNet segmentors) into the variables of a factory model, and
 writes our variables back as a reference state dict:
 
-  python -m fanet_jax.convert --model fanet_tiny --input model_best.pth.tar --output DIR
-  python -m fanet_jax.convert --model fanet_tiny_upernet --input DIR --output out.pth \\
+  python -m fanet_jax.pytorch.convert --model fanet_tiny --input model_best.pth.tar --output DIR
+  python -m fanet_jax.pytorch.convert --model fanet_tiny_upernet --input DIR --output out.pth \\
       --to torch
-  python -m fanet_jax.convert --model resnet50_torchvision --input resnet50.pth \\
+  python -m fanet_jax.pytorch.convert --model resnet50_torchvision --input resnet50.pth \\
       --output DIR
 
 The last reads torchvision's ImageNet `resnet50` state dict into the `backbone` (the
 1-channel ResNet-50 encoder) of `dense_attention_seg_r50` / `deeplabv3plus_r50`, the
-RGB stem filters summed into the depth channel (`convert_names.rgb_to_depth_stem`);
+RGB stem filters summed into the depth channel (`names.rgb_to_depth_stem`);
 `fc.*` is reported unused.
 
 The Orbax output is what `launch.py --set init_from=DIR` reads
-(`fanet_jax.pretrained`). Names and layouts are mapped in `convert_names.py`. torch is
+(`fanet_jax.pretrained`). Names and layouts are mapped in `names.py`. torch is
 imported only to read or write `.pth` files.
 """
 import argparse
@@ -33,9 +33,9 @@ import numpy as np
 from flax import traverse_util
 
 from fanet_jax import models, pretrained
-from fanet_jax.convert_names import NUM_BATCHES_TRACKED, TORCHVISION_STEM, Table
-from fanet_jax.convert_names import build_table, rgb_to_depth_stem
-from fanet_jax.convert_names import to_flax_layout, to_torch_layout
+from fanet_jax.pytorch.names import NUM_BATCHES_TRACKED, TORCHVISION_STEM, Table
+from fanet_jax.pytorch.names import build_table, rgb_to_depth_stem
+from fanet_jax.pytorch.names import to_flax_layout, to_torch_layout
 from fanet_jax.models.classifier import ImageClassifier
 
 TORCH_INSTALL = 'pip install torch==2.13.0'
@@ -307,7 +307,7 @@ def save_state_dict_file(path: str, state_dict: dict) -> None:
 
 def _parse(argv):
   parser = argparse.ArgumentParser(
-      prog='python -m fanet_jax.convert', description=__doc__.split('\n')[0])
+      prog='python -m fanet_jax.pytorch.convert', description=__doc__.split('\n')[0])
   parser.add_argument('--model', required=True,
                       help='factory model name, e.g. fanet_tiny, fanet_tiny_classifier, '
                       'fanet_tiny_upernet; or resnet50_torchvision (alias resnet50): '

@@ -13,7 +13,7 @@ batch statistics, Dropout2d drops channels and the segmentor returns
 iteration (cross-entropy, ignore 255, + 0.5 x the auxiliary loss; AdamW).
 
 It lives in the package (it imports torch, so only on demand) because both the parity
-tests (tests/test_convert.py) and `python -m fanet_jax.benchmark` run it; nothing in
+tests (tests/test_convert.py) and `python -m fanet_jax.speed.benchmark` run it; nothing in
 it imports fanet_jax.
 """
 import torch

@@ -1,4 +1,4 @@
-"""The input-pipeline case of `python -m fanet_jax.benchmark`: grain images/second.
+"""The input-pipeline case of `python -m fanet_jax.speed.benchmark`: grain images/second.
 
 Feeds `input_pipeline.pipeline.train_loader` with the ZeroWaste-f training transforms
 (SPEC.md section 4: random rescale of a 1920x1080 frame with img_scale (2048, 512)

@@ -46,8 +46,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from input_pipeline import auto_mask
-from input_pipeline import contact_sheet
+from input_pipeline.annotate import auto_mask
+from input_pipeline.annotate import contact_sheet
 from input_pipeline.errors import DataError
 
 COLOR_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp')

@@ -1,6 +1,6 @@
-"""The PyTorch side of `python -m fanet_jax.benchmark`: the reference, timed the same way.
+"""The PyTorch side of `python -m fanet_jax.speed.benchmark`: the reference, timed the same way.
 
-Runs `fanet_jax/reference_torch.py` (the independent PyTorch implementation the
+Runs `fanet_jax/pytorch/reference.py` (the independent PyTorch implementation the
 parity tests use) on the same shapes as a JAX case, in its own process: eager
 PyTorch on the CPU, float32, one thread per available core, denormals flushed
 (as XLA:CPU does; without it the reference slows down several-fold once the loss
@@ -37,7 +37,7 @@ def run_case(model_name: str, batch: int, size: tuple[int, int], train: bool,
   """
   import torch  # pylint: disable=import-outside-toplevel
 
-  from fanet_jax import reference_torch as ref  # pylint: disable=import-outside-toplevel
+  from fanet_jax.pytorch import reference as ref  # pylint: disable=import-outside-toplevel
 
   if model_name not in MODELS:
     raise ValueError(f'no PyTorch reference for {model_name!r}; have {MODELS}')
@@ -61,7 +61,7 @@ def run_case(model_name: str, batch: int, size: tuple[int, int], train: bool,
     def step():
       with torch.inference_mode():
         return model(images)
-  from fanet_jax import allocator  # pylint: disable=import-outside-toplevel
+  from fanet_jax.runtime import allocator  # pylint: disable=import-outside-toplevel
   allocator.release_free_memory()
   times = []
   for i in range(repeats + 1):

@@ -1,4 +1,4 @@
-"""`python -m fanet_jax.benchmark`: the one entry point for speed figures.
+"""`python -m fanet_jax.speed.benchmark`: the one entry point for speed figures.
 
 Each case runs in its own subprocess (so its peak memory is its own) and reports
 compile time, the median of repeated timed runs after a warm-up, images/second, the
@@ -9,18 +9,18 @@ the Winograd convs and upsampling.conv_upsampled compute fewer) and the peak res
 memory (after the allocator hands back what compiling freed; done the same way for
 PyTorch). Our processes run with the XLA:CPU flags of xla_cpu.py, as launch.py's do.
 Where the independent PyTorch reference implements the model (FANet), the same case
-is then timed in PyTorch in its own subprocesses of the same run (see bench_torch.py):
+is then timed in PyTorch in its own subprocesses of the same run (see torch_baseline.py):
 as its users run it (`speedup` = PyTorch time / ours) and with the glibc malloc
 settings our JAX processes use (allocator.py; `torch*`, `speedup*`), since those
 settings speed up PyTorch's step as much as ours. The `input_pipeline` case times the
-grain training loader at the ZeroWaste-f transforms (bench_input.py) and prints its images/second beside what the
+grain training loader at the ZeroWaste-f transforms (data_loading.py) and prints its images/second beside what the
 training step consumes. Paper figures, where a paper gives one, are printed beside
 ours with the hardware they were measured on; they are not comparable machines.
 
-  python -m fanet_jax.benchmark                      # every case
-  python -m fanet_jax.benchmark --cases fanet_upernet_train fanet_upernet_infer
-  python -m fanet_jax.benchmark --json results.json --no-torch
-  python -m fanet_jax.benchmark --hlo-report        # GPU-readiness facts of the step
+  python -m fanet_jax.speed.benchmark                      # every case
+  python -m fanet_jax.speed.benchmark --cases fanet_upernet_train fanet_upernet_infer
+  python -m fanet_jax.speed.benchmark --json results.json --no-torch
+  python -m fanet_jax.speed.benchmark --hlo-report        # GPU-readiness facts of the step
 """
 import argparse
 import dataclasses
@@ -35,7 +35,8 @@ import sys
 import time
 from typing import Callable, Optional
 
-from fanet_jax import allocator, bench_torch, xla_cpu
+from fanet_jax.runtime import allocator, xla_cpu
+from fanet_jax.speed import torch_baseline
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,7 +128,7 @@ def _program(case: Case, dtype=None, plain: bool = False,
 
 def count_case_macs(case: Case) -> dict:
   """Multiply-adds of the case's program in the plain formulation (traced only)."""
-  from fanet_jax import macs  # pylint: disable=import-outside-toplevel
+  from fanet_jax.speed import macs  # pylint: disable=import-outside-toplevel
   fn, args = _program(case, plain=True, abstract=True)
   return macs.count_macs(fn, *args)
 
@@ -172,14 +173,14 @@ def run_case(name: str, repeats: int) -> dict:
 def run_torch_case(name: str, repeats: int) -> dict:
   """Times the PyTorch reference of one case in this process."""
   case = CASES[name]
-  return bench_torch.run_case(case.model, case.batch, case.size, case.train, repeats,
+  return torch_baseline.run_case(case.model, case.batch, case.size, case.train, repeats,
                               num_classes=NUM_CLASSES)
 
 
 def run_pipeline_case(repeats: int) -> dict:
   """Images/second of the grain training loader (repeats scale the timed batches)."""
-  from fanet_jax import bench_input  # pylint: disable=import-outside-toplevel
-  return {'case': PIPELINE_CASE, **bench_input.run_case(num_batches=8 * repeats)}
+  from fanet_jax.speed import data_loading  # pylint: disable=import-outside-toplevel
+  return {'case': PIPELINE_CASE, **data_loading.run_case(num_batches=8 * repeats)}
 
 
 def machine() -> dict:
@@ -197,7 +198,7 @@ def machine() -> dict:
 
 
 def _worker(args: list[str], env: Optional[dict] = None) -> Optional[dict]:
-  out = subprocess.run([sys.executable, '-m', 'fanet_jax.benchmark', *args],
+  out = subprocess.run([sys.executable, '-m', 'fanet_jax.speed.benchmark', *args],
                        capture_output=True, text=True,
                        env=None if env is None else {**os.environ, **env})
   if out.returncode:
@@ -263,7 +264,7 @@ def main(argv=None) -> int:
     print(json.dumps(run_torch_case(args.torch_worker, args.repeats)))
     return 0
   if args.hlo_report:
-    from fanet_jax import hlo_report  # pylint: disable=import-outside-toplevel
+    from fanet_jax.speed import hlo_report  # pylint: disable=import-outside-toplevel
     print(json.dumps(hlo_report.main_report(), indent=2))
     return 0
   info = machine()
@@ -275,7 +276,7 @@ def main(argv=None) -> int:
     if row is None:
       continue
     if (name in CASES and not args.no_torch
-        and CASES[name].model in bench_torch.MODELS):
+        and CASES[name].model in torch_baseline.MODELS):
       # As PyTorch users run it, then with our malloc settings (allocator.py).
       for key, env in (('', None), ('_malloc', allocator.ENVIRONMENT)):
         torch_row = _worker(['--torch-worker', name, '--repeats', str(args.repeats)], env)

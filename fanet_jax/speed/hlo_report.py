@@ -108,7 +108,7 @@ def train_step_report(model_name: str = 'fanet_tiny_upernet', *, dtype: Any = 'b
 
 
 def main_report() -> dict:
-  """What `python -m fanet_jax.benchmark --hlo-report` prints: FANet-tiny + UperNet +
+  """What `python -m fanet_jax.speed.benchmark --hlo-report` prints: FANet-tiny + UperNet +
   FCN at 512x512 batch 2, bf16 with XLA convolutions (the GPU setting), lowered and
   compiled for this CPU."""
   return train_step_report()

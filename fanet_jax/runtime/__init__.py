@@ -1,0 +1,1 @@
+"""Process settings applied before a run allocates: XLA:CPU flags and the allocator."""
