@@ -2,7 +2,7 @@
 
 Several processes (hosts, or GPUs) run the same command; under SLURM's `srun` they
 find each other on their own, elsewhere add `--coordinator_address HOST:PORT
---num_processes N --process_id I` (see README, "Scaling out").
+--num_processes N --process_id I` (docs/training.md section 5).
 
 Loads `experiments/<NAME>.py:get_config()` (default: `demo`), applies the overrides
 (unknown keys fail with the list of valid ones), writes the resolved config into

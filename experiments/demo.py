@@ -3,9 +3,8 @@
 Command:
   python launch.py            (the same as: python launch.py --experiment demo)
 
-Hardware: a 2-core CPU, no GPU; the whole run (building the data set, about 15 s;
-compiling, about 30 s; 1000 steps at about 110 images/s; five evaluations) took
-6 min 10 s there, beside another job for most of it.
+Hardware: a 2-core CPU, no GPU: minutes (the measured run time is in
+docs/results.md).
 Expected: test mIoU 60.8 (aAcc 85.2) with seed 0, measured on that machine; val mIoU
 climbs 39.3 / 53.1 / 59.5 / 61.8 at steps 250 / 500 / 750 / 1000. A nearest-class-mean
 colour classifier reaches 8.9 on the same test split. There is no paper number: the data set

@@ -8,9 +8,9 @@ built on the first run; then a small DenseAttentionSeg (ResNet with one bottlene
 per stage, base width 16) trains with the paper's losses and schedule shape: class-
 weighted cross-entropy, then a short fine-tuning phase that adds the contour loss.
 Expected (measured there, seed 0): test hand/object mean IoU 38.1, pixel accuracy
-95.9, in 8 min 8 s (the machine was shared). `demo_depth_deeplabv3plus`, the DeepLabv3+
-baseline with the same 600 steps, reaches 42.3 in 4 min 3 s: at this budget the
-attention model does not win (README says why). The paper's InterSegHands numbers
+95.9 (run time in docs/results.md). `demo_depth_deeplabv3plus`, the DeepLabv3+
+baseline with the same 600 steps, reaches 42.3: at this budget the attention model
+does not win (docs/results.md says why). The paper's InterSegHands numbers
 (93.94 / 92.76 mean IOU) are on real data and are not comparable.
 """
 from fanet_jax.config import Config

@@ -4,7 +4,7 @@ Command:
   python launch.py --experiment demo_depth_deeplabv3plus
 
 Hardware: a 2-core CPU. Expected (measured, seed 0): test hand/object mean IoU 42.3,
-pixel accuracy 96.1, in 4 min 3 s; `demo_depth` reaches 38.1.
+pixel accuracy 96.1 (run time in docs/results.md); `demo_depth` reaches 38.1.
 """
 from experiments import demo_depth
 from fanet_jax.config import Config

@@ -1,9 +1,9 @@
-"""FANet-tiny pretrained on ImageNet-1K: the paper's recipe (SPEC section 4).
+"""FANet-tiny pretrained on ImageNet-1K: the paper's recipe (docs/recipes.md section 4).
 
 Command (one host, all of its GPUs in one process):
   python launch.py --experiment imagenet_fanet_tiny --set data_dir=/data/tfds
 Command (2 hosts x 8 GPUs = 16 GPUs, as the paper): `sbatch scripts/slurm_imagenet.sh`,
-one process per GPU; see README "Scaling out".
+one process per GPU; see docs/training.md section 5.
 
 Data: TFDS `imagenet2012` prepared once as array_record
 (`python -m input_pipeline.imagenet prepare --manual_dir DIR --data_dir DIR`, which

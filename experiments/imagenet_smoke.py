@@ -8,8 +8,7 @@ label smoothing, cosine schedule with warm-up, no decay on norms and biases, gra
 clipping, top-1 / top-5 evaluation, best checkpoint) on 10 classes of 48-96 px
 images (400 train / 100 validation), 64 crops (eval: resize 73, centre crop 64), in
 float32 (bf16 gives no speed on a CPU). The tests run it smaller still.
-Hardware: a 2-core CPU (shared with other jobs): 4 min 33 s in all, about 122
-images/s. Expected: validation top-1 90.0, top-5 99.0 with seed 0 (41 / 84 / 89 / 90
+Hardware: a 2-core CPU: minutes (run time in docs/results.md). Expected: validation top-1 90.0, top-5 99.0 with seed 0 (41 / 84 / 89 / 90
 at steps 150 / 300 / 450 / 600). No paper number: the data set is our own, and an
 easy one (hue nearly decides the class); it checks the pipeline, not the recipe.
 """

@@ -1,4 +1,4 @@
-"""DenseAttentionSeg on InterSegHands: the paper's recipe (SPEC section 3).
+"""DenseAttentionSeg on InterSegHands: the paper's recipe (docs/recipes.md section 3).
 
 Command:
   python launch.py --experiment interseg_dense_attention --set manual_dir=/path/to/interseg

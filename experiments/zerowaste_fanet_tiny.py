@@ -1,4 +1,4 @@
-"""FANet-tiny + UperNet on ZeroWaste-f: the paper's fine-tuning recipe (SPEC section 4).
+"""FANet-tiny + UperNet on ZeroWaste-f: the paper's fine-tuning recipe (docs/recipes.md section 2).
 
 Command:
   python launch.py --experiment zerowaste_fanet_tiny --set manual_dir=/path/to/zerowaste-f

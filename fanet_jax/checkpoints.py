@@ -1,4 +1,4 @@
-"""Checkpoints: a small wrapper around Orbax's `CheckpointManager` (STYLE.md rule 6).
+"""Checkpoints: a small wrapper around Orbax's `CheckpointManager`.
 
 `workdir/checkpoints/<step>/` holds the train state and, when given, the grain data
 iterator's position (one small file per process), so a resumed run sees exactly the

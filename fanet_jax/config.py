@@ -2,7 +2,7 @@
 
 An experiment file (`experiments/<name>.py`) returns a `Config` from `get_config()`.
 The dataclass is frozen and has no free-form fields, so a misspelt override fails
-at once instead of being silently ignored (STYLE.md rule 1). Library code receives
+at once instead of being silently ignored. Library code receives
 plain values taken from the config; models never see it.
 """
 import ast
@@ -13,7 +13,7 @@ import os
 import typing
 from typing import Any, Optional
 
-# mmsegmentation's ImageNet statistics, RGB order (SPEC section 4).
+# mmsegmentation's ImageNet statistics, RGB order (docs/data.md section 2).
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 
@@ -24,12 +24,12 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-  """Everything one training + evaluation run needs. Defaults: SPEC section 4."""
+  """Everything one training + evaluation run needs. Defaults: docs/recipes.md section 2."""
   # 'segmentation' (a segmentor, scored by mIoU) or 'classification' (an ImageNet
-  # classifier, scored by top-1 / top-5; SPEC section 4 pretraining recipe).
+  # classifier, scored by top-1 / top-5; docs/recipes.md section 4).
   task: str = 'segmentation'
-  # Data. `modality` picks the pipeline: 'rgb' (mmseg transforms, SPEC section 4)
-  # or 'depth' (full depth frames, flip / rotation / noise, SPEC section 3).
+  # Data. `modality` picks the pipeline: 'rgb' (mmseg transforms, docs/data.md section 2)
+  # or 'depth' (full depth frames, flip / rotation / noise, docs/data.md section 3).
   dataset: str = 'zero_waste_f'
   modality: str = 'rgb'
   dataset_config: Optional[str] = None  # TFDS builder config, e.g. 'demo'.
@@ -96,7 +96,7 @@ class Config:
   grad_clip_norm: Optional[float] = None  # clip gradients to this global norm.
   # A step whose loss or gradients are not finite is skipped (no update) and counted;
   # this many in a row stop the run with an error (nonfinite.py). The guard costs
-  # train-step memory (README, "Speed on a CPU"); skip_nonfinite=False turns it off.
+  # train-step memory (docs/performance.md, Non-finite guard cost); skip_nonfinite=False turns it off.
   skip_nonfinite: bool = True
   max_nonfinite_steps: int = 5
   # The global batch is computed as `grad_accum_steps` micro-batches whose gradients

@@ -1,4 +1,4 @@
-"""Contour loss of DenseAttentionSeg (paper Eq. 3-5; SPEC.md section 3, Losses).
+"""Contour loss of DenseAttentionSeg (paper Eq. 3-5; docs/recipes.md section 1).
 
     S(M)  = sum_{l >= 1} sqrt((Kh * M_l)^2 + (Kv * M_l)^2 + eps)    (Sobel, Eq. 3)
     B(M)  = G * M                                 (normalised 5x5 Gaussian, Eq. 4)
@@ -27,7 +27,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from fanet_jax import losses
 
 # Sobel Kh[a, b] = SMOOTH[a] * DIFF[b] (responds to change along W); Kv = Kh.T.
 _SOBEL_DIFF = (-1.0, 0.0, 1.0)
@@ -143,26 +142,3 @@ def contour_loss(logits: jax.Array, labels: jax.Array, *, ignore_index: int = 25
   valid = labels != ignore_index
   onehot = jax.nn.one_hot(jnp.where(valid, labels, 0), logits.shape[-1])
   return contour_loss_from_probs(probs, onehot, valid, eps=eps, sigma=sigma)
-
-
-def weighted_ce_plus_contour(logits: jax.Array, labels: jax.Array, *,
-                             class_weights: Sequence[float] = (1.0, 5.0, 5.0),
-                             alpha: float = 1.0, beta: float = 0.005,
-                             ignore_index: int = 255) -> tuple[jax.Array, dict]:
-  """The fine-tuning loss `alpha * weighted CE + beta * contour loss`.
-
-  Args:
-    logits: (B, H, W, C) at the labels' resolution.
-    labels: (B, H, W) class ids.
-    class_weights: CE weights per class (background 1, hand 5, object 5).
-    alpha: CE weight.
-    beta: contour loss weight.
-    ignore_index: label value to ignore.
-
-  Returns:
-    (loss, {'ce_loss': ..., 'contour_loss': ...}).
-  """
-  ce = losses.cross_entropy(logits, labels, ignore_index=ignore_index,
-                            class_weights=class_weights)
-  contour = contour_loss(logits, labels, ignore_index=ignore_index)
-  return alpha * ce + beta * contour, {'ce_loss': ce, 'contour_loss': contour}

@@ -13,9 +13,10 @@ After this, `jax.devices()` lists the devices of every process, and the trainer'
 mesh spans them all.
 """
 import os
-from typing import Optional
+from typing import Any, Callable, Optional, Sequence
 
 import jax
+from jax.experimental import multihost_utils
 
 
 def slurm_tasks() -> int:
@@ -56,3 +57,19 @@ def initialize(coordinator_address: Optional[str] = None,
     jax.distributed.initialize()  # SLURM: JAX reads the task layout itself.
     return True
   return False
+
+
+def prepare_then_open(load: Callable[[str], Any], splits: Sequence[str]) -> dict:
+  """Opens `splits` with `load(split)`, process 0 first.
+
+  The first call may prepare a data set (generate or convert it); the other processes
+  wait for process 0 to finish that before they open anything.
+
+  Returns:
+    split -> what `load` returned.
+  """
+  if jax.process_index() == 0:
+    load(splits[0])
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices('dataset prepared')
+  return {split: load(split) for split in splits}

@@ -1,4 +1,4 @@
-"""Segmentation losses (SPEC section 2: FANet recipe; section 3: DenseAttentionSeg).
+"""Segmentation losses (docs/recipes.md section 1).
 
 Cross-entropy with an ignore index, averaged over the pixels that are not ignored
 (mmsegmentation's `CrossEntropyLoss` with `avg_non_ignore=True`), optionally with

@@ -1,4 +1,4 @@
-"""Mixup / CutMix on the device batch, with label smoothing (SPEC section 4).
+"""Mixup / CutMix on the device batch, with label smoothing (docs/recipes.md section 4).
 
 The ImageNet pretraining recipe follows Swin / ConvNeXt, which use timm's `Mixup`
 with mixup_alpha 0.8, cutmix_alpha 1.0, prob 1.0, switch_prob 0.5, mode 'batch',

@@ -1,17 +1,17 @@
 """Optimisers and learning-rate schedules of the two papers' recipes.
 
-FANet fine-tuning (SPEC section 4): AdamW (decoupled weight decay, as PyTorch's
+FANet fine-tuning (docs/recipes.md section 2): AdamW (decoupled weight decay, as PyTorch's
 `AdamW`) with mmsegmentation's `PolyLrUpdaterHook(power, min_lr, warmup='linear',
 warmup_iters, warmup_ratio)`: the poly learning rate is computed first and the
 linear warm-up scales it, exactly as mmcv does (warm-up is applied on top of the
 decayed value, not of the base value).
 
-ImageNet pretraining (SPEC section 4, the Swin recipe FANet follows): AdamW without
+ImageNet pretraining (docs/recipes.md section 4, the Swin recipe FANet follows): AdamW without
 weight decay on norms and biases, timm's `CosineLRScheduler` per step (linear warm-up
 from `warmup_ratio * base_lr`, then a cosine to `min_lr` over the whole run, the
 warm-up overriding its start), gradients clipped to a global norm.
 
-DenseAttentionSeg (SPEC section 3): Adam, lr 1e-3 multiplied by 0.8 every 80k steps,
+DenseAttentionSeg (docs/recipes.md section 3): Adam, lr 1e-3 multiplied by 0.8 every 80k steps,
 and the paper's "batch-norm loss weight" read as an L2 penalty of 1e-3 on the
 BatchNorm parameters only, added to the gradient as PyTorch's `Adam(weight_decay)`
 does (coupled, not decoupled).

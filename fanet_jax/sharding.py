@@ -2,7 +2,7 @@
 
 The state is replicated, batches are split along their first axis over every device
 of every process. Under `jax.jit` with these shardings, BatchNorm statistics are
-reduced over the global batch (SyncBN semantics, SPEC section 2) with no extra code.
+reduced over the global batch (SyncBN semantics, docs/models.md section 2) with no extra code.
 """
 from typing import Any, Optional, Sequence
 
@@ -44,3 +44,10 @@ def shard_batch(local_batch: dict[str, Any], mesh: Mesh) -> dict[str, jax.Array]
   sharding = batch_sharding(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
           for k, v in local_batch.items()}
+
+
+def eval_local_batch_size(batch_size: int, mesh: Mesh) -> int:
+  """This process's share of an evaluation batch of `batch_size` examples rounded up to
+  whole devices (evaluation batches are padded, so any size works)."""
+  global_batch = -(-batch_size // mesh.size) * mesh.size
+  return global_batch // jax.process_count()

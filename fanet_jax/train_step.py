@@ -1,4 +1,4 @@
-"""The train state and the pure training step (STYLE.md rule 5), for both tasks.
+"""The train state and the pure training step, for both tasks.
 
 `train_step(state, batch, rng)` is a pure function: the trainer jits it with the
 state replicated and the batch sharded over the mesh's 'data' axis, donating the
@@ -40,8 +40,8 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Arra
   Returns:
     A TrainState at step 0.
   """
-  # XLA:CPU compiles a hundred threefry truncated-normal draws slowly (about 3x the
-  # time of the model's forward pass, measured here); the 'rbg' generator compiles
+  # XLA:CPU compiles a hundred threefry truncated-normal draws slowly
+  # (docs/performance.md, Initialisation random-number generator); the 'rbg' generator compiles
   # to one RngBitGenerator op per draw. Initial values only need to be reproducible.
   rng = jax.random.key(jax.random.randint(rng, (), 0, 2**31 - 1), impl='rbg')
   params_rng, dropout_rng = jax.random.split(rng)
@@ -83,7 +83,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     skip_nonfinite: guard the update (below). The guard makes the update wait for
       every gradient, so XLA keeps the whole gradient and optimiser trees alive at
       once instead of updating each tensor as its gradient is ready: more
-      temporaries (README, "Speed on a CPU"). False gives the unguarded step.
+      temporaries (docs/performance.md, Non-finite guard cost). False gives the unguarded step.
 
   Returns:
     The pure step function. `rng` is folded with the step so every step draws fresh
@@ -136,7 +136,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     # gradient makes the global norm non-finite, and so does a gradient too large to
     # square in float32 (above ~1e19), which no step should apply either. The norm
     # is one sum per leaf that the logged `grad_norm` needs anyway; an isfinite
-    # reduction per leaf made XLA compile the step about 2.5 times slower.
+    # reduction per leaf made XLA compile the step much more slowly.
     grad_norm = optax.global_norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     kept = state.replace(step=state.step + 1)

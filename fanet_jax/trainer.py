@@ -1,18 +1,19 @@
 """`train_and_evaluate(config, workdir)`: the whole run, read top to bottom.
 
-Mesh, data, model, shardings, step, restore, loop (STYLE.md rule 5), as big_vision's
+Mesh, data, model, shardings, step, restore, loop, as big_vision's
 `train.py` does it. Resuming is automatic: the newest checkpoint in `workdir` (state
 and data-iterator position) is restored, so re-running the same command continues
 where the last run stopped, or reports that the run already finished. SIGTERM and
 Ctrl-C save a checkpoint before exiting, so nothing is lost when a job dies.
 
-One loop serves both tasks: segmentation (scored by mIoU) and ImageNet classification
-(backbone pretraining, scored by top-1; Mixup / CutMix on the device batch). It runs
+One loop serves both tasks: it asks the task (`fanet_jax/tasks/`: segmentation, scored
+by mIoU, or ImageNet classification, scored by top-1) for the data, the objective and
+the evaluation, and never branches on the task itself. It runs
 on every device of every JAX process (`fanet_jax.distributed` connects them first):
 each process feeds its rows of the global batch, all of them take part in the
 checkpoints, and only process 0 writes logs and results.
 
-A run has up to two phases (DenseAttentionSeg, SPEC section 3): `num_steps` of
+A run has up to two phases (DenseAttentionSeg, docs/recipes.md section 3): `num_steps` of
 cross-entropy, then `contour_steps` of cross-entropy plus the contour loss, which
 start from the state the first phase ended with; one checkpoint series spans both,
 so an interrupted run resumes in whichever phase it was.
@@ -29,16 +30,12 @@ import optax
 from absl import logging
 from jax.experimental import multihost_utils
 
-from fanet_jax import (checkpoints, classification, evaluation, inputs, losses, models,
-                       nonfinite, optim, pretrained, sharding)
-from fanet_jax import metrics as metrics_lib
+from fanet_jax import checkpoints, models, nonfinite, optim, pretrained, sharding, tasks
 from fanet_jax import train_step as train_step_lib
 from fanet_jax.config import Config, ConfigError
 from fanet_jax.progress import MetricWriter, ProgressBar
 
 RESULTS_FILE = 'results.json'
-TASKS = ('segmentation', 'classification')
-BEST_METRIC = {'segmentation': 'mIoU', 'classification': 'top1'}
 
 
 class _StopRequest:
@@ -104,40 +101,12 @@ def _optimizer(config: Config, total_steps: int, abstract_params, abstract_stats
   return schedule, tx
 
 
-def _objective(config: Config, contour: bool):
-  """The task's `(loss_fn, prepare_batch)` for `train_step.make_train_step`."""
-  if config.task == 'classification':
-    return classification.loss_fn, classification.make_prepare_batch(
-        num_classes=config.num_classes, mixup_alpha=config.mixup_alpha,
-        cutmix_alpha=config.cutmix_alpha, switch_prob=config.mixup_switch_prob,
-        label_smoothing=config.label_smoothing)
-  return losses.make_loss_fn(
-      aux_weight=config.aux_weight, ignore_index=config.ignore_index,
-      class_weights=config.class_weights,
-      contour_weight=config.contour_weight if contour else 0.0), None
+def _summary(prefix: str, task, metrics: dict) -> dict:
+  return {f'{prefix}/{k}': metrics[k] for k in task.summary_keys if k in metrics}
 
 
-def _evaluate(config: Config, model, state, source, mesh) -> dict:
-  variables = {'params': state.params, 'batch_stats': state.batch_stats}
-  if config.task == 'classification':
-    return classification.evaluate(model, variables,
-                                   inputs.eval_batches(config, source, mesh), mesh=mesh)
-  return evaluation.evaluate(
-      model, variables, inputs.eval_batches(config, source, mesh), mesh=mesh,
-      num_classes=config.num_classes, ignore_index=config.ignore_index,
-      class_names=inputs.class_names(config), foreground=config.foreground_classes)
-
-
-def _summary(prefix: str, metrics: dict) -> dict:
-  return {f'{prefix}/{k}': metrics[k]
-          for k in ('mIoU', 'aAcc', 'mAcc', 'fwIoU', 'fgIoU', 'top1', 'top5')
-          if k in metrics}
-
-
-def _table(config: Config, metrics: dict) -> str:
-  if config.task == 'classification':
-    return classification.format_table(metrics)
-  return metrics_lib.format_table(metrics)
+def _variables(state) -> dict:
+  return {'params': state.params, 'batch_stats': state.batch_stats}
 
 
 def _init_from(state, path: str, replicated):
@@ -173,8 +142,7 @@ def train_and_evaluate(config: Config, workdir: str, *, devices=None) -> dict:
   Returns:
     The test-split metrics of the best checkpoint (as written to `results.json`).
   """
-  if config.task not in TASKS:
-    raise ValueError(f'task must be one of {TASKS}, got {config.task!r}')
+  task = tasks.create(config)
   is_main = jax.process_index() == 0
   results_path = os.path.join(workdir, RESULTS_FILE)
   total_steps = config.num_steps + config.contour_steps
@@ -187,7 +155,7 @@ def train_and_evaluate(config: Config, workdir: str, *, devices=None) -> dict:
         'fewer devices visible, e.g. CUDA_VISIBLE_DEVICES)')
 
   model = _model(config)
-  channels = 1 if config.modality == 'depth' else 3
+  channels = task.image_channels
   init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
   abstract_variables = jax.eval_shape(
       functools.partial(model.init, train=True),
@@ -203,7 +171,7 @@ def train_and_evaluate(config: Config, workdir: str, *, devices=None) -> dict:
 
   ckpt = checkpoints.Checkpointer(workdir, save_every=config.checkpoint_every,
                                   keep=config.keep_checkpoints,
-                                  best_metric=BEST_METRIC[config.task])
+                                  best_metric=task.best_metric)
   start_step = ckpt.latest_step() or 0
   if start_step >= total_steps and os.path.exists(results_path):
     with open(results_path) as f:
@@ -211,13 +179,13 @@ def train_and_evaluate(config: Config, workdir: str, *, devices=None) -> dict:
     if is_main:
       print(f'{workdir}: the run already finished ({total_steps} steps); '
             'its test results:')
-      print(_table(config, results))
+      print(task.format_table(results))
     ckpt.close()
     return results
 
-  sources = inputs.load_sources(config, (config.train_split, config.eval_split,
-                                         config.test_split))
-  data_iter = iter(inputs.train_loader(config, sources[config.train_split], mesh))
+  sources = task.load_sources((config.train_split, config.eval_split,
+                               config.test_split))
+  data_iter = iter(task.train_loader(sources[config.train_split], mesh))
   if start_step:
     state = ckpt.restore(abstract_state, data_iter)
     logging.info('Resumed from step %d', start_step)
@@ -229,7 +197,7 @@ def train_and_evaluate(config: Config, workdir: str, *, devices=None) -> dict:
       state = _init_from(state, config.init_from, replicated)
 
   def compile_step(contour: bool):
-    loss_fn, prepare_batch = _objective(config, contour)
+    loss_fn, prepare_batch = task.objective(contour)
     return jax.jit(
         train_step_lib.make_train_step(model, tx, loss_fn,
                                        accum_steps=config.grad_accum_steps,
@@ -275,14 +243,14 @@ def train_and_evaluate(config: Config, workdir: str, *, devices=None) -> dict:
       ckpt.save(step, state, data_iter, force=forced)
       if evaluate:
         progress.pause()
-        val = _evaluate(config, model, state, sources[config.eval_split], mesh)
-        writer.write(step, _summary(config.eval_split, val))
+        val = task.evaluate(model, _variables(state), sources[config.eval_split], mesh)
+        writer.write(step, _summary(config.eval_split, task, val))
         offered = ckpt.save_best(step, state, val)
         if is_main:
           progress.write(f'\n{config.eval_split} split at step {step}:\n'
-                         f'{_table(config, val)}')
+                         f'{task.format_table(val)}')
           if not offered:
-            progress.write(f'{config.eval_split} {BEST_METRIC[config.task]} is not '
+            progress.write(f'{config.eval_split} {task.best_metric} is not '
                            f'finite at step {step}: not a candidate for best/')
       if stop.agreed(step):
         ckpt.save_now(step, state, data_iter)
@@ -301,16 +269,16 @@ def train_and_evaluate(config: Config, workdir: str, *, devices=None) -> dict:
   ckpt.wait()
   best_step = ckpt.best_step()
   best = ckpt.restore_best(abstract_state) if best_step is not None else state
-  results = _evaluate(config, model, best, sources[config.test_split], mesh)
+  results = task.evaluate(model, _variables(best), sources[config.test_split], mesh)
   results['step'] = int(best_step if best_step is not None else step)
   results['split'] = config.test_split
   if is_main:
     with open(results_path, 'w') as f:
       json.dump(results, f, indent=2)
-    writer.write(step, _summary(config.test_split, results))
+    writer.write(step, _summary(config.test_split, task, results))
     print(f'\n{config.test_split} split, best {config.eval_split} checkpoint '
           f'(step {results["step"]}):')
-    print(_table(config, results))
+    print(task.format_table(results))
   ckpt.close()
   writer.close()
   return results

@@ -1,15 +1,15 @@
 """grain training loader and evaluation batches of ImageNet-style classification data.
 
-SPEC section 4's pretraining pipeline: random resized crop 224, flip, RandAugment
+The pretraining pipeline of docs/data.md section 4: random resized crop 224, flip, RandAugment
 (m9, mstd 0.5), normalise, random erasing 0.25 (per example, over numpy, in grain
 worker processes); Mixup / CutMix are applied later, on the device batch
-(`fanet_jax.classification`). Evaluation: shorter side 256, centre crop 224. The
+(`fanet_jax/tasks/classification.py`). Evaluation: shorter side 256, centre crop 224. The
 training loader shares the segmentation loaders' sampler, so its global batches do
 not depend on the number of JAX processes.
 """
 import numpy as np
 
-from input_pipeline import imagenet_transforms, pipeline
+from input_pipeline import imagenet_transforms, sampling
 
 PADDING_LABEL = -1  # labels of the examples that complete the last evaluation batch
 
@@ -26,7 +26,7 @@ def train_loader(source, *, batch_size, crop_size=224, flip_prob=0.5,
     crop_size, flip_prob, randaug_num_ops, randaug_magnitude, randaug_mstd,
       random_erase_prob, mean, std: see `imagenet_transforms.train_transforms`.
     seed, shard_index, shard_count, worker_count, num_epochs, read_options: see
-      `pipeline.train_loader`.
+      `segmentation_training.rgb_train_loader`.
 
   Returns:
     grain.DataLoader yielding {'image': float32 (B, crop, crop, 3), 'label': int32 (B,)}.
@@ -35,7 +35,7 @@ def train_loader(source, *, batch_size, crop_size=224, flip_prob=0.5,
       crop_size=crop_size, flip_prob=flip_prob, randaug_num_ops=randaug_num_ops,
       randaug_magnitude=randaug_magnitude, randaug_mstd=randaug_mstd,
       random_erase_prob=random_erase_prob, mean=mean, std=std)
-  return pipeline.grain_loader(source, ops, batch_size=batch_size, seed=seed,
+  return sampling.grain_loader(source, ops, batch_size=batch_size, seed=seed,
                                shard_index=shard_index, shard_count=shard_count,
                                worker_count=worker_count, num_epochs=num_epochs,
                                read_options=read_options)
@@ -53,7 +53,7 @@ def eval_batches(source, *, batch_size, resize_size=256, crop_size=224, mean, st
   """
   steps = imagenet_transforms.eval_transforms(resize_size=resize_size,
                                               crop_size=crop_size, mean=mean, std=std)
-  indices, num_batches = pipeline.eval_shard(len(source), batch_size, shard_index,
+  indices, num_batches = sampling.eval_shard(len(source), batch_size, shard_index,
                                              shard_count)
   return _batches(source, indices, steps, batch_size, crop_size, num_batches)
 

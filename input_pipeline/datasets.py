@@ -1,7 +1,7 @@
-"""The segmentation data sets, their classes and palette, opened as random-access sources.
+"""The segmentation data sets and their class names, opened as random-access sources.
 
-SPEC section 4: ZeroWaste-f (5 classes, ignore label 255) and the synthetic stand-in
-with the same classes; SPEC section 3: InterSegHands (depth, 3 classes) and its
+ZeroWaste-f (docs/data.md section 1: 5 classes, ignore label 255) and the synthetic
+stand-in with the same classes; InterSegHands (section 3: depth, 3 classes) and its
 synthetic stand-in. `load_source` prepares a TFDS data set on first use (the
 synthetic ones are generated, ZeroWaste-f and InterSegHands are read from their
 manual directories) and opens one split as an array_record data source: random
@@ -21,10 +21,6 @@ from input_pipeline import synthetic_waste
 from input_pipeline import zerowaste
 from input_pipeline.errors import DataError
 
-ZEROWASTE_CLASSES = ('background', 'rigid_plastic', 'cardboard', 'metal', 'soft_plastic')
-ZEROWASTE_PALETTE = ((10, 10, 10), (6, 230, 230), (4, 200, 3), (204, 5, 255),
-                     (235, 255, 7))
-HAND_CLASSES = ('background', 'hand', 'object')
 IGNORE_INDEX = 255
 SPLITS = ('train', 'val', 'test')
 # Every builder here; a plain mapping, so an unknown name fails with the list.
@@ -33,6 +29,13 @@ BUILDERS = {
     'zero_waste_f': zerowaste.ZeroWasteF,
     'synthetic_hands': synthetic_hands.SyntheticHands,
     'inter_seg_hands': interseg.InterSegHands,
+}
+# Class names by label value, from each data set's own module.
+CLASS_NAMES = {
+    'synthetic_waste': zerowaste.CLASSES,  # the stand-in has ZeroWaste-f's classes
+    'zero_waste_f': zerowaste.CLASSES,
+    'synthetic_hands': interseg.CLASSES,  # ... and this one InterSegHands'
+    'inter_seg_hands': interseg.CLASSES,
 }
 # Layout checks of the data sets read from a manual directory, run before TFDS's own
 # (which fails on a missing folder with an AssertionError about "manual directory").
@@ -50,11 +53,13 @@ class SegmentationSource:
   keeps its channel axis: uint8 (H, W, 3) RGB, or uint16 (H, W, 1) depth in mm.
   """
 
-  def __init__(self, source: Any, name: str, split: str, image_dtype=np.uint8):
+  def __init__(self, source: Any, name: str, split: str, image_dtype=np.uint8,
+               class_names: tuple[str, ...] = ()):
     self._source = source
     self.name = name
     self.split = split
     self.image_dtype = np.dtype(image_dtype)
+    self.class_names = tuple(class_names)  # by label value
 
   def __len__(self) -> int:
     return len(self._source)
@@ -135,4 +140,4 @@ def load_source(name: str, split: str, *, data_dir: str, manual_dir: str | None 
     raise DataError(f'{name} in {builder.data_dir} has no split {split!r}; it has '
                     f'{sorted(builder.info.splits)}.')
   return SegmentationSource(builder.as_data_source(split), name, split,
-                            builder.info.features['image'].np_dtype)
+                            builder.info.features['image'].np_dtype, CLASS_NAMES[name])

@@ -1,4 +1,4 @@
-"""Per-example transforms of the depth pipelines (DenseAttentionSeg, SPEC section 3).
+"""Per-example transforms of the depth pipelines (DenseAttentionSeg, docs/data.md section 3).
 
 Small named grain transforms over numpy dict examples
 `{'image': uint16 (H, W, 1) depth in mm (0 = missing), 'label': uint8 (H, W),

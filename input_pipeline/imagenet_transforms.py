@@ -1,4 +1,4 @@
-"""Per-example ImageNet-1K augmentations of the backbone pretraining (SPEC section 4).
+"""Per-example ImageNet-1K augmentations of the backbone pretraining (docs/data.md section 4).
 
 The Swin/VAN recipe the paper follows is timm's `create_transform(224,
 is_training=True, auto_augment='rand-m9-mstd0.5-inc1', interpolation='bicubic',

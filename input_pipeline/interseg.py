@@ -1,6 +1,6 @@
 """InterSegHands (hand / object segmentation from depth) as a TFDS builder of a manual folder.
 
-SPEC sections 3 and 4: DenseAttentionSeg's data set (640x480 SR300 depth maps in
+docs/data.md section 3: DenseAttentionSeg's data set (640x480 SR300 depth maps in
 16-bit millimetres, masks 0 background, 1 hand, 2 object) is announced but not
 public; this builder serves it, or any depth data set, from a folder laid out as
 
@@ -23,23 +23,21 @@ import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
+from input_pipeline import builders
+from input_pipeline import image_files
 from input_pipeline.errors import DataError
-# Shared with the ZeroWaste-f reader: pairing files by stem, decoding a PNG fully.
-from input_pipeline.zerowaste import open_png, pngs_by_stem
 
 SPLITS = ('train', 'val', 'test')
 REQUIRED_SPLITS = ('train',)
 DEPTH_DIR = 'depth'
 MASK_DIR = 'mask'
-NUM_CLASSES = 3
+CLASSES = ('background', 'hand', 'object')
+NUM_CLASSES = len(CLASSES)
 IGNORE_INDEX = 255
 LAYOUT = ('{train,val,test}/depth/*.png (16-bit single-channel depth in mm, 0 = missing) '
           'and {train,val,test}/mask/*.png (8-bit single-channel labels 0 background, '
           '1 hand, 2 object, 255 = ignore), depth and mask sharing a file stem; train is '
           'required, val and test are optional')
-# PIL modes of single-channel 16-bit PNGs ('I' for Pillow versions that widen them).
-_DEPTH_MODES = ('I;16', 'I;16B', 'I;16L', 'I')
-_MASK_MODES = ('L', 'P')  # 8-bit grey, and palette (whose pixels are indices).
 
 
 class DepthImage(tfds.features.Image):
@@ -59,9 +57,7 @@ class DepthImage(tfds.features.Image):
 
 def depth_png(depth: np.ndarray) -> bytes:
   """16-bit grey PNG bytes of a uint16 (H, W) array, written by PIL."""
-  buffer = io.BytesIO()
-  Image.fromarray(np.ascontiguousarray(depth, np.uint16)).save(buffer, format='PNG')
-  return buffer.getvalue()
+  return image_files.png_bytes(np.ascontiguousarray(depth, np.uint16))
 
 
 def find_pairs(manual_dir: str | None) -> dict[str, list[tuple[str, str]]]:
@@ -96,7 +92,7 @@ def find_pairs(manual_dir: str | None) -> dict[str, list[tuple[str, str]]]:
     for folder in folders:
       if not os.path.isdir(folder):
         raise DataError(f'{folder}: folder missing; expected the layout {LAYOUT}.')
-    depths, masks = (pngs_by_stem(folder) for folder in folders)
+    depths, masks = (image_files.files_by_stem(folder) for folder in folders)
     if not depths and not masks:
       raise DataError(f'{split_dir}: no PNG files in {DEPTH_DIR}/ or {MASK_DIR}/; '
                       f'expected the layout {LAYOUT}.')
@@ -126,9 +122,9 @@ def read_pair(depth_path: str, mask_path: str) -> tuple[bytes, bytes]:
     DataError: unreadable file, depth not single-channel 16-bit, mask not
       single-channel 8-bit, sizes differ, or a mask value outside 0..2 that is not 255.
   """
-  depth, depth_bytes = open_png(depth_path)
-  mask, mask_bytes = open_png(mask_path)
-  if depth.mode not in _DEPTH_MODES:
+  depth, depth_bytes = image_files.open_png(depth_path)
+  mask, mask_bytes = image_files.open_png(mask_path)
+  if depth.mode not in image_files.DEPTH_MODES:
     what = '8-bit' if depth.mode in ('1', 'L', 'P') else f'{len(depth.getbands())}-channel'
     raise DataError(f'{depth_path}: depth PNG is {what} (PIL mode {depth.mode!r}); '
                     'expected a single-channel 16-bit PNG of depth in mm.')
@@ -137,17 +133,8 @@ def read_pair(depth_path: str, mask_path: str) -> tuple[bytes, bytes]:
     if values.min() < 0 or values.max() > np.iinfo(np.uint16).max:
       raise DataError(f'{depth_path}: depth values outside 0..65535.')
     depth_bytes = depth_png(values.astype(np.uint16))
-  if mask.mode not in _MASK_MODES:
-    raise DataError(f'{mask_path}: mask PNG has mode {mask.mode!r}; expected a '
-                    'single-channel 8-bit PNG (mode L or P).')
-  if depth.size != mask.size:
-    raise DataError(f'{mask_path}: mask is {mask.size[0]}x{mask.size[1]} but its depth '
-                    f'map {depth_path} is {depth.size[0]}x{depth.size[1]} (W x H).')
-  values = np.unique(np.asarray(mask))
-  bad = values[(values >= NUM_CLASSES) & (values != IGNORE_INDEX)]
-  if bad.size:
-    raise DataError(f'{mask_path}: mask values {bad.tolist()} are outside 0..'
-                    f'{NUM_CLASSES - 1} and not the ignore label {IGNORE_INDEX}.')
+  image_files.check_label_map(mask, mask_path, depth, depth_path, NUM_CLASSES,
+                              IGNORE_INDEX, label_name='mask', image_name='depth map')
   return depth_bytes, mask_bytes
 
 
@@ -160,8 +147,12 @@ def features() -> tfds.features.FeaturesDict:
   })
 
 
-class InterSegHands(tfds.core.GeneratorBasedBuilder):
+class InterSegHands(builders.PairFolderBuilder):
   """InterSegHands hand / object segmentation from depth (3 classes, ignore 255)."""
+
+  TITLE = 'InterSegHands'
+  find_pairs = staticmethod(find_pairs)
+  read_pair = staticmethod(read_pair)
 
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'First release.'}
@@ -177,20 +168,3 @@ class InterSegHands(tfds.core.GeneratorBasedBuilder):
         supervised_keys=('image', 'label'),
         disable_shuffling=True,  # Examples in file-name order.
     )
-
-  def _split_generators(self, dl_manager):
-    # `dl_manager.manual_dir` raises a bare AssertionError for a missing folder;
-    # `find_pairs` checks the whole layout first and says what is wrong.
-    try:
-      manual_dir = dl_manager.manual_dir
-    except AssertionError as e:
-      raise DataError(f'InterSegHands manual directory: {e}') from e
-    pairs = find_pairs(os.fspath(manual_dir))
-    return {split: self._generate_examples(split_pairs)
-            for split, split_pairs in pairs.items()}
-
-  def _generate_examples(self, pairs: list[tuple[str, str]]):
-    for index, (depth_path, mask_path) in enumerate(pairs):
-      depth, mask = read_pair(depth_path, mask_path)
-      yield index, {'image': depth, 'label': mask,
-                    'file_name': os.path.basename(depth_path)}

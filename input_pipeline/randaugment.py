@@ -1,4 +1,4 @@
-"""RandAugment as timm's `rand_augment_transform('rand-m9-mstd0.5-inc1')` (SPEC section 4).
+"""RandAugment as timm's `rand_augment_transform('rand-m9-mstd0.5-inc1')` (docs/data.md section 4).
 
 The ImageNet recipe's colour and geometry augmentation on uint8 RGB through PIL:
 `num_ops` ops drawn with replacement from timm's "increasing" list (every op gets

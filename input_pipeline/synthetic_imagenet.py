@@ -18,11 +18,11 @@ rebuild is byte-identical and examples do not depend on one another.
 """
 import colorsys
 import dataclasses
-import io
 
 import numpy as np
-from PIL import Image
 import tensorflow_datasets as tfds
+
+from input_pipeline import image_files
 
 SHAPES = ('disc', 'square', 'triangle', 'ring', 'cross')
 TEXTURES = ('plain', 'stripes')
@@ -114,13 +114,6 @@ def render_example(rng: np.random.Generator, label: int, num_classes: int,
   return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
 
 
-def _jpeg(array: np.ndarray) -> bytes:
-  """JPEG bytes written by PIL (TFDS would need TensorFlow to encode arrays)."""
-  buffer = io.BytesIO()
-  Image.fromarray(array).save(buffer, format='JPEG', quality=JPEG_QUALITY)
-  return buffer.getvalue()
-
-
 @dataclasses.dataclass(eq=False)
 class SyntheticImagenetConfig(tfds.core.BuilderConfig):
   """Classes, examples per class and split, image side range and the seed."""
@@ -182,4 +175,5 @@ class SyntheticImagenet(tfds.core.GeneratorBasedBuilder):
         file_name = f'{CLASS_NAMES[label]}_{index:05d}.JPEG'
       else:
         file_name = f'synthetic_val_{index:05d}.JPEG'
-      yield file_name, {'image': _jpeg(image), 'label': label, 'file_name': file_name}
+      yield file_name, {'image': image_files.jpeg_bytes(image, JPEG_QUALITY),
+                        'label': label, 'file_name': file_name}

@@ -1,7 +1,7 @@
 """Synthetic "cluttered waste on a conveyor belt": the embedded default data set.
 
 A TFDS builder (`synthetic_waste`, array_record) standing in for ZeroWaste-f
-(SPEC section 4: same 5 classes, palette and ignore label) so that `python launch.py`
+(docs/data.md section 6: same 5 classes, palette and ignore label) so that `python launch.py`
 trains and evaluates without the licensed data. Every class is told apart by shape
 and texture, never by colour: the belt and every object draw their base colour from
 one shared distribution, so a per-pixel colour classifier stays near chance while a
@@ -20,11 +20,13 @@ a rebuild is byte-identical and examples do not depend on one another.
 """
 import colorsys
 import dataclasses
-import io
 
 import numpy as np
-from PIL import Image
 import tensorflow_datasets as tfds
+
+from input_pipeline import builders
+from input_pipeline import image_files
+from input_pipeline import zerowaste
 
 # Pixel-sized constants are given at a 96-px image and scaled with the image side.
 REFERENCE_SIZE = 96
@@ -60,7 +62,6 @@ SHADOW_STRENGTH = (0.25, 0.5)
 ILLUMINATION_GRADIENT = (0.0, 0.5)
 SENSOR_NOISE = (0.01, 0.035)
 
-SPLIT_IDS = {'train': 0, 'val': 1, 'test': 2}
 
 
 def _colour(rng: np.random.Generator) -> np.ndarray:
@@ -264,13 +265,6 @@ def render_example(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.
   return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8), label
 
 
-def _png(array: np.ndarray) -> bytes:
-  """PNG bytes written by PIL (TFDS would need TensorFlow to encode arrays)."""
-  buffer = io.BytesIO()
-  Image.fromarray(array).save(buffer, format='PNG')
-  return buffer.getvalue()
-
-
 @dataclasses.dataclass(eq=False)
 class SyntheticWasteConfig(tfds.core.BuilderConfig):
   """Image side, examples per split and the seed every example is drawn from."""
@@ -281,7 +275,7 @@ class SyntheticWasteConfig(tfds.core.BuilderConfig):
   seed: int = 0
 
 
-class SyntheticWaste(tfds.core.GeneratorBasedBuilder):
+class SyntheticWaste(builders.GeneratedBuilder):
   """Synthetic cluttered waste on a conveyor belt, ZeroWaste-f classes and labels."""
 
   VERSION = tfds.core.Version('1.0.0')
@@ -297,27 +291,12 @@ class SyntheticWaste(tfds.core.GeneratorBasedBuilder):
     return tfds.core.DatasetInfo(
         builder=self,
         description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(None, None, 3), encoding_format='png'),
-            'label': tfds.features.Image(shape=(None, None, 1), encoding_format='png'),
-            'file_name': tfds.features.Text(),
-        }),
+        features=zerowaste.features(),
         supervised_keys=('image', 'label'),
         # Keep generation order: example i of a split is index i, as its seed says.
         disable_shuffling=True,
     )
 
-  def _split_generators(self, dl_manager):
-    del dl_manager  # Nothing to download.
-    config = self.builder_config
-    sizes = {'train': config.num_train, 'val': config.num_val, 'test': config.num_test}
-    return {split: self._generate_examples(split, num) for split, num in sizes.items()}
-
-  def _generate_examples(self, split: str, num_examples: int):
-    config = self.builder_config
-    for index in range(num_examples):
-      rng = np.random.default_rng((config.seed, SPLIT_IDS[split], index))
-      image, label = render_example(rng, config.image_size)
-      file_name = f'{split}_{index:05d}.png'
-      yield file_name, {'image': _png(image), 'label': _png(label),
-                        'file_name': file_name}
+  def encode_example(self, rng: np.random.Generator) -> tuple[bytes, bytes]:
+    image, label = render_example(rng, self.builder_config.image_size)
+    return image_files.png_bytes(image), image_files.png_bytes(label)

@@ -1,4 +1,4 @@
-"""Per-example transforms of the segmentation pipelines (SPEC section 4).
+"""Per-example transforms of the segmentation pipelines (docs/data.md section 2).
 
 Small named grain transforms over numpy dict examples
 `{'image': uint8 (H, W, 3) RGB, 'label': uint8 (H, W), 'file_name': str}`, with

@@ -2,7 +2,7 @@
 
 Both must be set before jax is imported anywhere, which is why they live here.
 `jax_disable_most_optimizations` roughly halves XLA:CPU compile times of the small
-test models (measured here: train step 29 s -> 18 s), which dominate the suite; the
+test models (docs/performance.md, Test-suite compile settings), which dominate the suite; the
 persistent cache lets tests that build the same step again skip the second compile.
 """
 import os

@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fanet_jax import classification, models, sharding
+from fanet_jax import models, sharding
+from fanet_jax.tasks import classification
 from fanet_jax import train_step as train_step_lib
 
 BATCH = 16

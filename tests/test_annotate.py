@@ -18,8 +18,11 @@ from PIL import Image
 import pytest
 from scipy import ndimage
 
-from input_pipeline.annotate import cli as annotate
 from input_pipeline.annotate import auto_mask
+from input_pipeline.annotate import cli
+from input_pipeline.annotate import contact_sheet
+from input_pipeline.annotate import export
+from input_pipeline.annotate import frames as capture_frames
 from input_pipeline import datasets
 from input_pipeline.errors import DataError
 
@@ -245,7 +248,7 @@ def test_annotate_review_export_end_to_end(capture, tmp_path, capsys):
   out = str(tmp_path / 'out')
   argv = ['--color', str(capture / 'color'), '--depth', str(capture / 'depth'),
           '--out', out, '--workers', '1']
-  assert annotate.main(argv) == 0
+  assert cli.main(argv) == 0
   assert '0 already annotated (skipped), 6 to annotate' in capsys.readouterr().out
   masks = [os.path.join(out, '_work', 'mask', f'{i}.png') for i in FRAME_IDS]
   times = [os.path.getmtime(path) for path in masks]
@@ -260,12 +263,12 @@ def test_annotate_review_export_end_to_end(capture, tmp_path, capsys):
           if line.startswith('accept')] == list(FRAME_IDS)
   with open(review, 'w') as f:
     f.write(text.replace('accept desk01_000001', 'reject desk01_000001'))
-  assert annotate.main(argv) == 0
+  assert cli.main(argv) == 0
   assert '6 already annotated (skipped), 0 to annotate' in capsys.readouterr().out
   assert [os.path.getmtime(path) for path in masks] == times
   assert 'reject desk01_000001' in open(review).read()
   # Export: accepted frames only, split by recording.
-  assert annotate.main(['--depth', str(capture / 'depth'), '--out', out,
+  assert cli.main(['--depth', str(capture / 'depth'), '--out', out,
                         '--review', review]) == 0
   exported = {split: sorted(os.listdir(os.path.join(out, split, 'mask')))
               for split in ('train', 'val')}
@@ -291,8 +294,8 @@ def test_annotate_review_export_end_to_end(capture, tmp_path, capsys):
     text = f.read()
   with open(review, 'w') as f:
     f.write(text.replace('accept kitchen01_000001', 'reject kitchen01_000001'))
-  counts = annotate.export(out, str(capture / 'depth'), review,
-                           re.compile(annotate.RECORDING_REGEX), 0.1)
+  counts = export.export(out, str(capture / 'depth'), review,
+                           re.compile(capture_frames.RECORDING_REGEX), 0.1)
   assert counts == {'train': 2, 'val': 2}
   assert 'kitchen01_000001.png' not in os.listdir(os.path.join(out, 'train', 'depth'))
 
@@ -300,7 +303,7 @@ def test_annotate_review_export_end_to_end(capture, tmp_path, capsys):
 def test_parallel_annotation_equals_serial(capture, tmp_path, capsys):
   outs = [str(tmp_path / name) for name in ('serial', 'parallel')]
   for out, workers in zip(outs, ('1', '2')):
-    assert annotate.main(['--color', str(capture / 'color'), '--depth',
+    assert cli.main(['--color', str(capture / 'color'), '--depth',
                           str(capture / 'depth'), '--out', out,
                           '--workers', workers]) == 0
   for frame_id in FRAME_IDS:
@@ -313,31 +316,31 @@ def test_parallel_annotation_equals_serial(capture, tmp_path, capsys):
 
 def test_split_by_recording_is_deterministic_and_leak_free():
   names = [f'session{i:03d}' for i in range(2000)]
-  splits = [annotate.split_of(name, 0.1) for name in names]
-  assert splits == [annotate.split_of(name, 0.1) for name in names]  # Stable hash.
+  splits = [export.split_of(name, 0.1) for name in names]
+  assert splits == [export.split_of(name, 0.1) for name in names]  # Stable hash.
   assert 0.08 < splits.count('val') / len(names) < 0.12
-  pattern = re.compile(annotate.RECORDING_REGEX)
-  assert annotate.recording_of('lab_b_000017', pattern, 'x') == 'lab_b'
+  pattern = re.compile(capture_frames.RECORDING_REGEX)
+  assert capture_frames.recording_of('lab_b_000017', pattern, 'x') == 'lab_b'
   # Every frame of a recording has its recording's split.
   frames = [f'{name}_{index:06d}' for name in names[:50] for index in range(5)]
   by_recording = {}
   for frame_id in frames:
-    split = annotate.split_of(annotate.recording_of(frame_id, pattern, 'x'), 0.1)
+    split = export.split_of(capture_frames.recording_of(frame_id, pattern, 'x'), 0.1)
     by_recording.setdefault(frame_id.rsplit('_', 1)[0], set()).add(split)
   assert all(len(splits) == 1 for splits in by_recording.values())
   # Raising the fraction only moves recordings from train to val.
-  assert all(annotate.split_of(name, 0.3) == 'val' for name, split in zip(names, splits)
+  assert all(export.split_of(name, 0.3) == 'val' for name, split in zip(names, splits)
              if split == 'val')
 
 
 def test_input_errors_name_the_file(capture, tmp_path, capsys):
   color, depth = _copy_capture(capture, tmp_path)
-  pattern = re.compile(annotate.RECORDING_REGEX)
+  pattern = re.compile(capture_frames.RECORDING_REGEX)
   # Missing pairs: all listed.
   os.remove(os.path.join(depth, 'desk01_000001.png'))
   Image.fromarray(np.zeros((48, 64), np.uint16)).save(os.path.join(depth, 'desk09_0.png'))
   with pytest.raises(DataError) as error:
-    annotate.find_frames(color, depth, pattern)
+    capture_frames.find_frames(color, depth, pattern)
   assert os.path.join(color, 'desk01_000001.png') in str(error.value)
   assert os.path.join(depth, 'desk09_0.png') in str(error.value)
   os.remove(os.path.join(depth, 'desk09_0.png'))
@@ -346,31 +349,32 @@ def test_input_errors_name_the_file(capture, tmp_path, capsys):
   for sub in (color, depth):
     os.link(os.path.join(sub, 'desk01_000000.png'), os.path.join(sub, 'norecording.png'))
   with pytest.raises(DataError, match=re.escape(os.path.join(color, 'norecording.png'))):
-    annotate.find_frames(color, depth, pattern)
+    capture_frames.find_frames(color, depth, pattern)
   for sub in (color, depth):
     os.remove(os.path.join(sub, 'norecording.png'))
-  frames = {frame.id: frame for frame in annotate.find_frames(color, depth, pattern)}
+  frames = {frame.id: frame
+            for frame in capture_frames.find_frames(color, depth, pattern)}
   # Sizes differ; depth that is 8-bit; an unreadable file.
   rgb, _, _, _ = render_frame(np.random.default_rng(0))
   os.remove(frames['kitchen01_000000'].color)
   Image.fromarray(rgb[::2, ::2]).save(frames['kitchen01_000000'].color)
   with pytest.raises(DataError, match=re.escape(frames['kitchen01_000000'].depth) +
                      '.* 640x480 .*' + re.escape(frames['kitchen01_000000'].color)):
-    annotate.read_frame(frames['kitchen01_000000'])
+    capture_frames.read_frame(frames['kitchen01_000000'])
   os.remove(frames['kitchen01_000001'].depth)
   Image.fromarray(np.zeros((480, 640), np.uint8)).save(frames['kitchen01_000001'].depth)
   with pytest.raises(DataError, match=re.escape(frames['kitchen01_000001'].depth) +
                      ': depth is 8-bit'):
-    annotate.read_frame(frames['kitchen01_000001'])
+    capture_frames.read_frame(frames['kitchen01_000001'])
   os.remove(frames['lab_b_000000'].color)
   with open(frames['lab_b_000000'].color, 'wb') as f:
     f.write(b'\x89PNG\r\n\x1a\n truncated')
   with pytest.raises(DataError, match=re.escape(frames['lab_b_000000'].color) +
                      ': not a readable image'):
-    annotate.read_frame(frames['lab_b_000000'])
+    capture_frames.read_frame(frames['lab_b_000000'])
   # Through the command: every bad frame is listed, the good ones are done.
   out = str(tmp_path / 'out')
-  assert annotate.main(['--color', color, '--depth', depth, '--out', out,
+  assert cli.main(['--color', color, '--depth', depth, '--out', out,
                         '--workers', '1']) == 2
   message = capsys.readouterr().err
   assert 'error: 3 frames could not be read' in message
@@ -384,4 +388,4 @@ def test_review_list_errors_name_the_line(tmp_path):
   review = tmp_path / 'review.txt'
   review.write_text('# sheet_0000.png\naccept a_1\nkeep a_2\n')
   with pytest.raises(DataError, match=re.escape(f'{review}:3: ')):
-    annotate.contact_sheet.read_review(str(review))
+    contact_sheet.read_review(str(review))

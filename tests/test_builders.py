@@ -1,4 +1,4 @@
-"""Tests of the data set builders and `load_source` (SPEC section 4).
+"""Tests of the data set builders and `load_source` (docs/data.md sections 1, 6).
 
 The synthetic set is checked for determinism, split sizes, dtypes and value ranges,
 class balance, and that colour alone does not decide the class; ZeroWaste-f on a
@@ -14,6 +14,7 @@ import pytest
 
 from input_pipeline import datasets
 from input_pipeline import synthetic_waste
+from input_pipeline import zerowaste
 from input_pipeline.errors import DataError
 
 TINY_SIZES = {'train': 24, 'val': 8, 'test': 8}
@@ -91,7 +92,7 @@ def test_class_pixel_shares_at_demo_size():
     counts += np.bincount(label.ravel(), minlength=5)
   shares = counts / counts.sum()
   print('class pixel shares',
-        {c: round(float(s), 3) for c, s in zip(datasets.ZEROWASTE_CLASSES, shares)})
+        {c: round(float(s), 3) for c, s in zip(zerowaste.CLASSES, shares)})
   assert shares[0] < 0.62 and shares[1:].min() > 0.06
 
 

@@ -117,16 +117,14 @@ def test_ignored_pixels_neither_count_nor_get_gradients():
   assert float(cl.contour_loss(jnp.asarray(logits), all_ignored)) == 0.0
 
 
-def test_weighted_ce_plus_contour():
+def test_fine_tuning_loss_is_alpha_weighted_ce_plus_beta_contour():
   logits, labels = _example()
   logits, labels = jnp.asarray(logits), jnp.asarray(labels)
-  total, parts = cl.weighted_ce_plus_contour(logits, labels, alpha=0.7, beta=0.25)
+  loss_fn = losses.make_loss_fn(aux_weight=0.4, ignore_index=255, class_weights=(1, 5, 5),
+                                ce_weight=0.7, contour_weight=0.25)
+  total, parts = loss_fn((logits, None), {'label': labels})
   ce = losses.cross_entropy(logits, labels, class_weights=(1, 5, 5))
-  assert float(parts['ce_loss']) == pytest.approx(float(ce), rel=1e-6)
-  assert float(parts['contour_loss']) == pytest.approx(
-      float(cl.contour_loss(logits, labels)), rel=1e-6)
-  assert float(total) == pytest.approx(
-      0.7 * float(ce) + 0.25 * float(parts['contour_loss']), rel=1e-6)
-  default, _ = cl.weighted_ce_plus_contour(logits, labels)
-  assert float(default) == pytest.approx(float(ce) + 0.005 * float(parts['contour_loss']),
-                                         rel=1e-6)
+  contour = cl.contour_loss(logits, labels)
+  assert float(parts['decode_loss']) == pytest.approx(float(ce), rel=1e-6)
+  assert float(parts['contour_loss']) == pytest.approx(float(contour), rel=1e-6)
+  assert float(total) == pytest.approx(0.7 * float(ce) + 0.25 * float(contour), rel=1e-6)

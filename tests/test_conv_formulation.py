@@ -1,4 +1,4 @@
-"""The fast conv formulations equal the plain XLA ones (issue #6).
+"""The fast conv formulations equal the plain XLA ones (docs/performance.md, section 3).
 
 layers.DepthwiseConv ('shifted' vs 'lax'), layers.GroupedConv ('matmul' vs 'lax'),
 the dense convs of `fast_conv_general_dilated` (1x1 as matmuls with a written-out

@@ -1,4 +1,4 @@
-"""torchvision ImageNet ResNet-50 -> the depth models' encoder (issue #4).
+"""torchvision ImageNet ResNet-50 -> the depth models' encoder.
 
 torchvision is not needed: the state dict is built from torchvision's architecture
 (bottleneck widths 64/128/256/512, expansion 4, blocks 3/4/6/3) with random arrays.

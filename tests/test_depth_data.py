@@ -1,4 +1,4 @@
-"""Tests of the depth data (SPEC sections 3, 4): InterSegHands, synthetic hands, the
+"""Tests of the depth data (docs/data.md sections 3, 6): InterSegHands, synthetic hands, the
 depth transforms and the depth loaders.
 
 InterSegHands runs on a small fixture in its layout (24x32 frames whose depth holds
@@ -17,7 +17,9 @@ import pytest
 
 from input_pipeline import datasets
 from input_pipeline import depth_transforms as D
-from input_pipeline import pipeline
+from input_pipeline import hand_renderer
+from input_pipeline import interseg
+from input_pipeline import segmentation_eval, segmentation_training
 from input_pipeline import synthetic_hands
 from input_pipeline import transforms as T
 from input_pipeline.errors import DataError
@@ -180,7 +182,7 @@ def test_synthetic_formats_ranges_and_depth_band(tiny):
       # The nearest surface is 20-60 cm away (less a little sensor noise) and
       # nothing valid lies more than 16 cm behind it.
       assert 190 <= valid.min() <= 610
-      assert valid.max() - valid.min() <= synthetic_hands.BAND_MM
+      assert valid.max() - valid.min() <= hand_renderer.BAND_MM
       # Removed depth is background; holes (depth 0 on hand / object) are few.
       missing = depth[..., 0] == 0
       assert np.mean(label[missing] > 0) < 0.05
@@ -195,7 +197,7 @@ def test_synthetic_build_is_deterministic(tiny, tmp_path):
       np.testing.assert_array_equal(tiny[split][index]['image'], again[split][index]['image'])
       np.testing.assert_array_equal(tiny[split][index]['label'], again[split][index]['label'])
   # Each example comes from its own seed (seed, split id, index) alone.
-  depth, label = synthetic_hands.render_example(np.random.default_rng((0, 1, 2)), 48, 64)
+  depth, label = hand_renderer.render_example(np.random.default_rng((0, 1, 2)), 48, 64)
   np.testing.assert_array_equal(tiny['val'][2]['image'][..., 0], depth)
   np.testing.assert_array_equal(tiny['val'][2]['label'], label)
 
@@ -206,13 +208,13 @@ def test_synthetic_demo_config_and_class_shares():
       96, 128, 1200, 100, 200)
   counts, holes = np.zeros(3), 0
   for index in range(60):
-    depth, label = synthetic_hands.render_example(np.random.default_rng((0, 0, index)),
+    depth, label = hand_renderer.render_example(np.random.default_rng((0, 0, index)),
                                                   96, 128)
     counts += np.bincount(label.ravel(), minlength=3)
     holes += np.sum((depth == 0) & (label > 0))
   shares = counts / counts.sum()
   print('class pixel shares',
-        {c: round(float(s), 3) for c, s in zip(datasets.HAND_CLASSES, shares)},
+        {c: round(float(s), 3) for c, s in zip(interseg.CLASSES, shares)},
         'holes / (hand + object)', round(holes / counts[1:].sum(), 3))
   assert shares[1] > 0.025 and shares[2] > 0.025
   assert 0.005 < holes / counts[1:].sum() < 0.1
@@ -305,7 +307,7 @@ def _indexed_source(n, h=6, w=8):
 def _train(source, **overrides):
   kwargs = dict(batch_size=2, rotate_degrees=15, noise_sigma_mm=3.0, seed=0, **_NORM)
   kwargs.update(overrides)
-  return pipeline.depth_train_loader(source, **kwargs)
+  return segmentation_training.depth_train_loader(source, **kwargs)
 
 
 def _ids(batches):
@@ -337,30 +339,15 @@ def test_depth_train_shards_disjoint_and_covering():
   assert sorted(shards[0] + shards[1]) == list(range(10))
 
 
-def test_depth_train_iterator_state_resumes_exactly():
-  source = _depth_source(5)
-  iterator = iter(_train(source, seed=7))
-  for _ in range(3):
-    next(iterator)
-  state = iterator.get_state()
-  expected = [next(iterator) for _ in range(2)]
-  resumed = iter(_train(source, seed=7))  # a fresh loader, as after a restart
-  resumed.set_state(state)
-  for want in expected:
-    got = next(resumed)
-    np.testing.assert_array_equal(got['image'], want['image'])
-    np.testing.assert_array_equal(got['label'], want['label'])
-
-
 def test_depth_eval_batches_pad_and_stay_in_step():
   source = _indexed_source(5)
-  batches = list(pipeline.depth_eval_batches(source, batch_size=2, **_NORM))
+  batches = list(segmentation_eval.depth_eval_batches(source, batch_size=2, **_NORM))
   assert len(batches) == 3
   for batch in batches:
     assert batch['image'].shape == (2, 6, 8, 1) and batch['image'].dtype == np.float32
     assert batch['label'].shape == (2, 6, 8) and batch['label'].dtype == np.int32
   assert _ids(batches[:2]) == [0, 1, 2, 3] and np.all(batches[2]['label'][1] == 255)
-  shards = [list(pipeline.depth_eval_batches(source, batch_size=2, shard_index=i,
+  shards = [list(segmentation_eval.depth_eval_batches(source, batch_size=2, shard_index=i,
                                              shard_count=2, **_NORM)) for i in range(2)]
   assert [len(s) for s in shards] == [2, 2]  # shard 0 has 2 examples, shard 1 has 3
   assert shards[0][1]['image'].shape == (2, 6, 8, 1) and np.all(shards[0][1]['label'] == 255)

@@ -1,4 +1,4 @@
-"""DenseAttentionSeg, the DeepLabv3+ baseline and their ResNet encoder (SPEC section 3).
+"""DenseAttentionSeg, the DeepLabv3+ baseline and their ResNet encoder (docs/models.md sections 3-4).
 
 Full-size models are only traced (`jax.eval_shape`), never compiled; the `_test`
 variants run for real, with variables filled from numpy.

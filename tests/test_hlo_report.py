@@ -1,4 +1,4 @@
-"""GPU readiness read from the training step's HLO (issue #6 (c)), on the test model.
+"""GPU readiness read from the training step's HLO, on the test model.
 
 bf16 with XLA convolutions (the GPU setting) is lowered, not compiled: the lowered
 HLO is what a GPU compile starts from, and an XLA:CPU compile widens bf16 to f32.

@@ -8,7 +8,6 @@ the tars; real preparation needs TensorFlow and the tars, so it is not tested he
 beyond its error messages.
 """
 import importlib.util
-import io
 import json
 import os
 import pickle
@@ -19,6 +18,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from input_pipeline import image_files
 from input_pipeline import imagenet
 from input_pipeline import synthetic_imagenet
 from input_pipeline.errors import DataError
@@ -90,7 +90,8 @@ def test_synthetic_build_is_deterministic(tiny, tmp_path):
   stored = tiny['validation'][3]
   assert stored['label'] == 3
   np.testing.assert_array_equal(
-      stored['image'], imagenet.decode_rgb(synthetic_imagenet._jpeg(image)))
+      stored['image'],
+      imagenet.decode_rgb(image_files.jpeg_bytes(image, synthetic_imagenet.JPEG_QUALITY)))
 
 
 def test_source_pickles_for_grain_workers(tiny):
@@ -125,9 +126,7 @@ def test_build_and_read_without_tensorflow(tmp_path):
 
 
 def _jpeg(mode, colour):
-  buffer = io.BytesIO()
-  Image.new(mode, (40, 30), colour).save(buffer, format='JPEG', quality=95)
-  return buffer.getvalue()
+  return image_files.jpeg_bytes(Image.new(mode, (40, 30), colour), quality=95)
 
 
 class FakeImagenet2012(imagenet.CLASSIFICATION_BUILDERS['imagenet2012'],

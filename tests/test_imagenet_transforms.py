@@ -1,6 +1,6 @@
 """Tests of input_pipeline/imagenet_transforms.py: each transform's defining property.
 
-The ImageNet recipe of SPEC section 4 (timm 'rand-m9-mstd0.5-inc1', random erasing
+The ImageNet recipe of docs/data.md section 4 (timm 'rand-m9-mstd0.5-inc1', random erasing
 0.25, bicubic 224 crops, eval resize 256 + centre crop 224). Probabilities are checked
 against binomial bounds of 5 standard deviations, so a fixed seed never sits near one.
 """

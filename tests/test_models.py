@@ -40,7 +40,7 @@ def _random_variables(model, shape, seed=0):
 
 
 def _block_params(width, k, scm=True, low=True, high=True):
-  """Parameters of one FANetBlock, written out from SPEC.md section 1."""
+  """Parameters of one FANetBlock, written out from docs/models.md section 1."""
   c = width // 2
   n = 4 * width                                  # layer_norm1, layer_norm2
   n += k * k * width + width + 2 * width         # dwconv, norm1

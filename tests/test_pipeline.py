@@ -1,11 +1,11 @@
-"""Tests of input_pipeline/pipeline.py: the grain training loader and eval batches (SPEC 4)."""
+"""Tests of the RGB segmentation loaders (segmentation_training.py, segmentation_eval.py)."""
 import itertools
 import time
 
 import numpy as np
 import pytest
 
-from input_pipeline import pipeline
+from input_pipeline import segmentation_eval, segmentation_training
 from input_pipeline.errors import DataError
 
 _ZEROWASTE_NORM = {'mean': (123.675, 116.28, 103.53), 'std': (58.395, 57.12, 57.375)}
@@ -28,7 +28,7 @@ def _train(source, **overrides):
   kwargs = dict(batch_size=2, num_classes=5, crop_size=(32, 32), img_scale=(64, 48),
                 ratio_range=(0.5, 2.0), seed=0, **_ZEROWASTE_NORM)
   kwargs.update(overrides)
-  return pipeline.train_loader(source, **kwargs)
+  return segmentation_training.rgb_train_loader(source, **kwargs)
 
 
 def _identity_train(source, **overrides):
@@ -78,14 +78,25 @@ def test_train_reads_each_example_once_per_epoch_reshuffled():
   assert ids[:10] != ids[10:]
 
 
-def test_train_iterator_state_resumes_exactly():
-  source = _random_source(5)
-  iterator = iter(_train(source, seed=7))
+def _depth_train(seed):
+  rng = np.random.default_rng(0)
+  source = [{'image': rng.integers(200, 800, (24, 32, 1), dtype=np.uint16),
+             'label': rng.integers(0, 3, (24, 32), dtype=np.uint8),
+             'file_name': f'{i}.png'} for i in range(5)]
+  return segmentation_training.depth_train_loader(
+      source, batch_size=2, rotate_degrees=15, noise_sigma_mm=3.0, seed=seed,
+      min_mm=200, max_mm=800)
+
+
+@pytest.mark.parametrize('make_loader', [
+    lambda seed: _train(_random_source(5), seed=seed), _depth_train], ids=['rgb', 'depth'])
+def test_train_iterator_state_resumes_exactly(make_loader):
+  iterator = iter(make_loader(7))
   for _ in range(3):
     next(iterator)
   state = iterator.get_state()
   expected = [next(iterator) for _ in range(2)]
-  resumed = iter(_train(source, seed=7))  # a fresh loader, as after a restart
+  resumed = iter(make_loader(7))  # a fresh loader, as after a restart
   resumed.set_state(state)
   for want in expected:
     got = next(resumed)
@@ -108,7 +119,7 @@ def _eval(source, **overrides):
   kwargs = dict(batch_size=2, num_classes=5, img_scale=(128, 32), size_divisor=32,
                 **_ZEROWASTE_NORM)
   kwargs.update(overrides)
-  return list(pipeline.eval_batches(source, **kwargs))
+  return list(segmentation_eval.rgb_eval_batches(source, **kwargs))
 
 
 def test_eval_pads_the_last_batch_with_ignored_examples():

@@ -1,4 +1,4 @@
-"""Tests of input_pipeline/transforms.py: each transform's defining property (SPEC 4).
+"""Tests of input_pipeline/transforms.py: each transform's defining property (docs/data.md section 2).
 
 The cv2 reference values below were produced with cv2.resize / cv2.cvtColor
 (opencv-python-headless 5.0), which is not a dependency of this project.

@@ -16,7 +16,7 @@ import pytest
 
 import release_layout
 from fanet_jax import config as config_lib
-from fanet_jax import inputs, sharding, trainer
+from fanet_jax import sharding, tasks, trainer
 
 
 @pytest.fixture(scope='module')
@@ -31,8 +31,9 @@ def recipe(tmp_path_factory):
 
 def test_the_first_batches_have_large_padded_areas(recipe):
   mesh = sharding.create_mesh(jax.devices()[:1])
-  source = inputs.load_sources(recipe, ('train',))['train']
-  loader = iter(inputs.train_loader(recipe, source, mesh))
+  task = tasks.create(recipe)
+  source = task.load_sources(('train',))['train']
+  loader = iter(task.train_loader(source, mesh))
   padded = []
   for _ in range(recipe.num_steps):
     batch = next(loader)

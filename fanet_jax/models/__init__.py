@@ -1,4 +1,4 @@
-"""Model factory: the one name table of fanet-jax models (SPEC.md sections 1-2).
+"""Model factory: the one name table of fanet-jax models (docs/models.md section 7).
 
 `create('fanet_tiny_upernet', num_classes=5)` builds the paper's segmentor. Overrides
 are routed by field name: each key goes to every component (backbone, decode head,
@@ -6,7 +6,7 @@ auxiliary head, classifier / segmentor) with a dataclass field of that name, so
 `num_classes` reaches both heads and `dtype` every component; a key no component
 has raises ValueError. Segmentors also take `use_auxiliary_head`.
 
-The depth segmentors of SPEC.md section 3 (`deeplabv3plus_*`,
+The depth segmentors of docs/models.md sections 3-4 (`deeplabv3plus_*`,
 `dense_attention_seg_*`) are single modules with flat fields, so every override
 (`attention='none'`, `num_classes`, `stage_sizes`, ...) goes to that one module.
 """
@@ -91,7 +91,7 @@ _MODELS = {
     'fanet_test': functools.partial(_backbone, fanet.TEST),
     'fanet_test_classifier': functools.partial(_classifier, fanet.TEST),
     'fanet_test_upernet': functools.partial(_upernet, fanet.TEST, 16),
-    # Depth input, 3 classes (SPEC section 3); micro / test: narrow CPU variants.
+    # Depth input, 3 classes (docs/models.md section 3); micro / test: narrow CPU variants.
     'deeplabv3plus_r50': functools.partial(_single, deeplab.DeepLabV3Plus, deeplab.R50),
     'deeplabv3plus_micro': functools.partial(_single, deeplab.DeepLabV3Plus,
                                              deeplab.MICRO),

@@ -1,4 +1,4 @@
-"""ImageNet classifier on top of a backbone (FANet paper Table 4; SPEC.md section 1).
+"""ImageNet classifier on top of a backbone (FANet paper Table 4; docs/models.md section 1).
 
 Global average pool of the stride-32 features, LayerNorm (eps 1e-6), Dense to the
 classes. The backbone is named `backbone`, like in the segmentor, so the pretrained

@@ -1,15 +1,21 @@
-"""ASPP and the DeepLabv3+ baseline of DenseAttentionSeg (SPEC.md section 3).
+"""ASPP and the DeepLabv3+ baseline of DenseAttentionSeg (docs/models.md sections 3-4).
 
 ASPP as torchvision's DeepLabV3 ASPP (names `convs_0..4`, `project`): a 1x1 branch,
 three dilated 3x3 branches, an image-pooling branch, each ConvBNReLU with `channels`
 outputs; their concatenation goes through ConvBNReLU 1x1 and element-wise dropout
-(SPEC: 0.1; torchvision uses 0.5).
+(0.1 here, docs/models.md section 3; torchvision uses 0.5).
 
-DeepLabV3Plus: ResNet (output stride 16) + ASPP; the decode head projects layer1 to
-48 channels, concatenates the ASPP output resized to layer1's size, applies two
-ConvBNReLU 3x3 and a 1x1 classifier; the stride-4 logits are resized to the input
-size. All resizes are bilinear with align_corners=False (`layers.resize_bilinear`).
-The model returns logits; softmax belongs to the loss and the metrics.
+`ResNetASPPSegmentor` is the encoder both depth segmentors share (this DeepLabV3Plus
+and `dense_attention.DenseAttentionSeg`): its fields and the `backbone` (ResNet,
+output stride 16) + `aspp` submodules, built in the segmentor's own scope so that
+the parameter paths stay `backbone/...` and `aspp/...` (the checkpoint converter
+and saved checkpoints rely on them).
+
+DeepLabV3Plus: that encoder; the decode head projects layer1 to 48 channels,
+concatenates the ASPP output resized to layer1's size, applies two ConvBNReLU 3x3
+and a 1x1 classifier; the stride-4 logits are resized to the input size. All
+resizes are bilinear with align_corners=False (`layers.resize_bilinear`). The model
+returns logits; softmax belongs to the loss and the metrics.
 """
 from typing import Any, Sequence
 
@@ -59,7 +65,7 @@ class ASPP(nn.Module):
   Attributes:
     channels: width of every branch and of the output (256 in the paper).
     atrous_rates: dilations of the three 3x3 branches (6, 12, 18 at OS16).
-    dropout_rate: element-wise dropout after the projection (SPEC: 0.1).
+    dropout_rate: element-wise dropout after the projection (0.1: docs/models.md section 3).
     dtype: computation dtype.
   """
   channels: int = 256
@@ -120,8 +126,12 @@ class DeepLabV3PlusHead(nn.Module):
     return conv_seg(self.num_classes, dt)(x)
 
 
-class DeepLabV3Plus(nn.Module):
-  """DeepLabv3+ with a ResNet encoder, the paper's baseline (Table 2).
+class ResNetASPPSegmentor(nn.Module):
+  """Base of the segmentors on a ResNet + ASPP encoder: their shared fields and `encode`.
+
+  A subclass adds its decoder's fields and, as its last field, `dtype` (the
+  computation dtype), which `encode` reads; declared here it would stand before the
+  subclass's fields in the dataclass order.
 
   Attributes:
     num_classes: output classes (background, hand, object).
@@ -130,9 +140,6 @@ class DeepLabV3Plus(nn.Module):
     aspp_channels: ASPP width.
     atrous_rates: ASPP dilations.
     dropout_rate: ASPP dropout.
-    low_level_channels: layer1 projection width.
-    decoder_channels: fusion conv width.
-    dtype: computation dtype; parameters stay float32.
   """
   num_classes: int = 3
   in_channels: int = 1
@@ -142,6 +149,36 @@ class DeepLabV3Plus(nn.Module):
   aspp_channels: int = 256
   atrous_rates: Sequence[int] = (6, 12, 18)
   dropout_rate: float = 0.1
+
+  def encode(self, images: jax.Array, train: bool = False) -> tuple[dict, jax.Array]:
+    """Runs the encoder; call it from the subclass's compact `__call__`.
+
+    Args:
+      images: (B, H, W, in_channels) float.
+      train: BatchNorm and dropout mode.
+
+    Returns:
+      (features, top): the `resnet.ResNet` levels ('stem', 'layer1'..'layer4') and
+      the ASPP output on layer4, (B, h, w, aspp_channels).
+    """
+    features = resnet.ResNet(self.stage_sizes, self.base_width, self.in_channels,
+                             self.output_stride, dtype=self.dtype,
+                             name='backbone')(images, train)
+    top = ASPP(self.aspp_channels, self.atrous_rates, self.dropout_rate,
+               dtype=self.dtype, name='aspp')(features['layer4'], train)
+    return features, top
+
+
+class DeepLabV3Plus(ResNetASPPSegmentor):
+  """DeepLabv3+ with a ResNet encoder, the paper's baseline (Table 2).
+
+  Attributes:
+    num_classes, in_channels, stage_sizes, base_width, output_stride,
+      aspp_channels, atrous_rates, dropout_rate: see `ResNetASPPSegmentor`.
+    low_level_channels: layer1 projection width.
+    decoder_channels: fusion conv width.
+    dtype: computation dtype; parameters stay float32.
+  """
   low_level_channels: int = 48
   decoder_channels: int = 256
   dtype: Dtype = jnp.float32
@@ -154,11 +191,7 @@ class DeepLabV3Plus(nn.Module):
       eval: (B, H, W, num_classes) logits. train: (logits, None) (no auxiliary
       head), the contract of `EncoderDecoder`.
     """
-    features = resnet.ResNet(self.stage_sizes, self.base_width, self.in_channels,
-                             self.output_stride, dtype=self.dtype,
-                             name='backbone')(images, train)
-    x = ASPP(self.aspp_channels, self.atrous_rates, self.dropout_rate, dtype=self.dtype,
-             name='aspp')(features['layer4'], train)
+    features, x = self.encode(images, train)
     logits = DeepLabV3PlusHead(self.low_level_channels, self.decoder_channels,
                                self.num_classes, dtype=self.dtype,
                                name='decode_head')(x, features['layer1'], train)

@@ -1,7 +1,8 @@
 """DenseAttentionSeg: dense attention over six levels and a deconvolution decoder.
 
-Implements SPEC.md section 3 ("DenseAttentionSeg: Segment Hands from Interacted
-Objects Using Depth Input", 2019). Encoder: ResNet-50 at output stride 16 + ASPP.
+Implements docs/models.md section 3 ("DenseAttentionSeg: Segment Hands from Interacted
+Objects Using Depth Input", 2019). Encoder: ResNet-50 at output stride 16 + ASPP,
+shared with DeepLabV3Plus (`deeplab.ResNetASPPSegmentor`).
 Six levels L1..L6 (stem, layer1..layer4, ASPP) each pass a SqueezeUnit giving
 `t_j`; `s_j = relu(t_j)` are the squeezed features, `a_j = sigmoid(t_j)` the
 attention maps. Level i's skip is weighted by the product of every OTHER level's
@@ -242,7 +243,7 @@ class DenseAttentionDecoder(nn.Module):
     return deeplab.conv_seg(self.num_classes, self.dtype)(x)
 
 
-class DenseAttentionSeg(nn.Module):
+class DenseAttentionSeg(deeplab.ResNetASPPSegmentor):
   """The DenseAttentionSeg segmentor (paper Fig. 2), returning logits.
 
   Parameters: `backbone` (ResNet), `aspp`, `squeeze_1..6` (one per level, L1 = stem
@@ -250,10 +251,9 @@ class DenseAttentionSeg(nn.Module):
   `mutable=['intermediates']` to also get the six levels (and the attention maps).
 
   Attributes:
-    num_classes: output classes (background, hand, object).
-    in_channels: input channels (1: depth).
-    stage_sizes, base_width, output_stride: the ResNet encoder's fields.
-    aspp_channels, atrous_rates, dropout_rate: the ASPP's fields.
+    num_classes, in_channels, stage_sizes, base_width, output_stride,
+      aspp_channels, atrous_rates, dropout_rate: see
+      `deeplab.ResNetASPPSegmentor` (the encoder DeepLabV3Plus shares).
     squeeze_channels: k of the SqueezeUnits (64).
     attention: 'residual' (project's choice), 'multiplicative', or 'none'
       (the paper's "without dense attention" ablation).
@@ -262,14 +262,6 @@ class DenseAttentionSeg(nn.Module):
       parameters and numbers).
     dtype: computation dtype; parameters stay float32.
   """
-  num_classes: int = 3
-  in_channels: int = 1
-  stage_sizes: Sequence[int] = (3, 4, 6, 3)
-  base_width: int = 64
-  output_stride: int = 16
-  aspp_channels: int = 256
-  atrous_rates: Sequence[int] = (6, 12, 18)
-  dropout_rate: float = 0.1
   squeeze_channels: int = 64
   attention: str = 'residual'
   decoder_channels: Sequence[int] = (256, 256, 128, 64, 64, 32)
@@ -288,10 +280,7 @@ class DenseAttentionSeg(nn.Module):
       raise ValueError(f'attention must be one of {ATTENTION_MODES}, '
                        f'got {self.attention!r}')
     dt = self.dtype
-    features = resnet.ResNet(self.stage_sizes, self.base_width, self.in_channels,
-                             self.output_stride, dtype=dt, name='backbone')(images, train)
-    top = deeplab.ASPP(self.aspp_channels, self.atrous_rates, self.dropout_rate,
-                       dtype=dt, name='aspp')(features['layer4'], train)
+    features, top = self.encode(images, train)
     levels = [features[k] for k in LEVEL_KEYS] + [top]
     self.sow('intermediates', 'levels', tuple(levels))
     with_attention = self.attention != 'none'

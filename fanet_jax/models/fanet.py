@@ -1,4 +1,4 @@
-"""The FANet backbone: AFE blocks with SCM and FRM (FANet, ICIP 2024; SPEC.md section 1).
+"""The FANet backbone: AFE blocks with SCM and FRM (FANet, ICIP 2024; docs/models.md section 1).
 
 Written to match the public PyTorch reference block for block, in NHWC. Submodule
 names follow the reference's state-dict names (`downsample_layers_{i}`,
@@ -222,8 +222,9 @@ class FANet(nn.Module):
     use_scm, use_frm_high, use_frm_low: AFE ablation switches.
     conv_impl: 'fast' or 'lax' (same parameters, different XLA programs).
     remat_stages: stages whose blocks keep only their input for the backward pass and
-      recompute the rest (`nn.remat`): stage 0's activations are the largest (0.7 GB
-      of the FANet-tiny segmentor's 512x512 batch-2 train step, for 2% more time).
+      recompute the rest (`nn.remat`): stage 0's activations are the largest; the
+      recomputation costs little time (docs/performance.md, Memory-minimising
+      scheduler and stage-0 remat).
       Same numbers, same parameters. On the CPU this needs xla_cpu.configure(): the
       default scheduler moves the recomputation back into the forward pass.
     dtype: computation dtype; parameters are float32.

@@ -1,12 +1,11 @@
 """Building blocks shared by the FANet backbone and the segmentation heads.
 
-Implements the numerics SPEC.md section 1 pins down (exact-erf GELU, LayerNorm eps
+Implements the numerics docs/models.md sections 1 and 5 pin down (exact-erf GELU, LayerNorm eps
 1e-6, per-sample stochastic depth, PyTorch-equal bilinear resizing) and section 2's
 ConvBNReLU. `DepthwiseConv` and `GroupedConv` own exactly the parameters that
 `nn.Conv(feature_group_count=...)` would, but can compute the convolution in a form
-that XLA:CPU compiles much better (PERF_NOTES.md: depthwise via feature_group_count
-is ~25x slower than a sum of shifted multiplies; the grouped 7x7 runs several times
-faster as one matmul per group, `fast_ops.grouped_conv`). Dense convs are `nn.Conv`,
+that XLA:CPU compiles much better (docs/performance.md, Depthwise convs as shifted
+multiplies; Grouped convs as matmuls: `fast_ops.grouped_conv`). Dense convs are `nn.Conv`,
 computed for `conv_impl='fast'` by `fast_ops.fast_conv_general_dilated` (1x1 as
 matmuls, 3x3 on large maps by Winograd F(4x4, 3x3)); either way the parameters are
 nn.Conv's, so checkpoints do not care. GELU and LayerNorm come from fast_ops.py
@@ -255,7 +254,7 @@ class GroupedConv(nn.Module):
 
 
 class ConvBNReLU(nn.Module):
-  """mmcv's ConvModule: conv without bias, BatchNorm, ReLU (SPEC section 2).
+  """mmcv's ConvModule: conv without bias, BatchNorm, ReLU (docs/models.md section 2).
 
   Its input may also be several maps that the conv reads concatenated along the
   channels, each bilinearly resized to the first one's size (UperNet's

@@ -1,4 +1,4 @@
-"""ResNet encoder in torchvision's v1.5 layout (DenseAttentionSeg; SPEC.md section 3).
+"""ResNet encoder in torchvision's v1.5 layout (DenseAttentionSeg; docs/models.md section 3).
 
 The stride of a down-sampling bottleneck sits in its 3x3 conv; the shortcut gets a
 1x1 conv + BN when the shape changes. Output stride 16 or 8 replaces the last

@@ -1,4 +1,4 @@
-"""The segmentor: backbone + decode head + optional auxiliary head (SPEC.md section 2).
+"""The segmentor: backbone + decode head + optional auxiliary head (docs/models.md section 2).
 
 As mmsegmentation's EncoderDecoder: the decode head's stride-4 logits are resized
 (bilinear, align_corners=False) to the input size; the auxiliary head runs only in

@@ -1,4 +1,4 @@
-"""UperNet decode head and FCN auxiliary head, as mmsegmentation's (SPEC.md section 2).
+"""UperNet decode head and FCN auxiliary head, as mmsegmentation's (docs/models.md section 2).
 
 Parameter paths mirror mmsegmentation's state-dict names with '.' -> '_'
 (`psp_modules_{i}`, `bottleneck`, `lateral_convs_{i}`, `fpn_convs_{i}`,

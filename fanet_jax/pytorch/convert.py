@@ -1,4 +1,4 @@
-"""PyTorch <-> Flax weight conversion for the FANet models (issue #3; SPEC.md 1-2).
+"""PyTorch <-> Flax weight conversion for the FANet models (docs/models.md sections 1-2).
 
 Reads the reference's checkpoints (the ImageNet-1K classifier's `model_best.pth.tar`,
 mmsegmentation FANet + UperNet segmentors) into the variables of a factory model, and
@@ -16,13 +16,14 @@ RGB stem filters summed into the depth channel (`names.rgb_to_depth_stem`);
 `fc.*` is reported unused.
 
 The Orbax output is what `launch.py --set init_from=DIR` reads
-(`fanet_jax.pretrained`). Names and layouts are mapped in `names.py`. torch is
-imported only to read or write `.pth` files.
+(`fanet_jax.pretrained`). Names and layouts are mapped in `names.py`; state-dict
+files are read and written by `state_dict.py` (`load_state_dict_file` and
+`save_state_dict_file` are re-exported here), which imports torch only for `.pth`
+files.
 """
 import argparse
 import functools
 import os
-import pickle
 import sys
 import warnings
 from typing import Mapping, Optional
@@ -36,11 +37,9 @@ from fanet_jax import models, pretrained
 from fanet_jax.pytorch.names import NUM_BATCHES_TRACKED, TORCHVISION_STEM, Table
 from fanet_jax.pytorch.names import build_table, rgb_to_depth_stem
 from fanet_jax.pytorch.names import to_flax_layout, to_torch_layout
+from fanet_jax.pytorch.state_dict import ConvertError, check_writable
+from fanet_jax.pytorch.state_dict import load_state_dict_file, save_state_dict_file
 from fanet_jax.models.classifier import ImageClassifier
-
-TORCH_INSTALL = 'pip install torch==2.13.0'
-_TORCH_EXTENSIONS = ('.pth', '.pth.tar', '.pt', '.bin')
-_EXTENSIONS = _TORCH_EXTENSIONS + ('.safetensors', '.npz')
 
 
 # Converter names for torchvision ResNet checkpoints -> the factory model whose
@@ -48,10 +47,6 @@ _EXTENSIONS = _TORCH_EXTENSIONS + ('.safetensors', '.npz')
 # deeplabv3plus_r50 are the same tree).
 TORCHVISION_RESNETS = {'resnet50_torchvision': 'dense_attention_seg_r50',
                        'resnet50': 'dense_attention_seg_r50'}
-
-
-class ConvertError(ValueError):
-  """An input that cannot be converted; the message says which and why."""
 
 
 class ConvertWarning(UserWarning):
@@ -191,120 +186,6 @@ def to_torch_state_dict(name: str, variables: dict,
   return {n: state[n] for n in table.reference_names()}
 
 
-def _import_torch():
-  try:
-    import torch  # pylint: disable=import-outside-toplevel
-  except ImportError:
-    raise ConvertError(f'.pth files need PyTorch, which is not installed: '
-                       f'{TORCH_INSTALL}') from None
-  return torch
-
-
-def _extension(path: str) -> str:
-  for ext in sorted(_EXTENSIONS, key=len, reverse=True):
-    if path.lower().endswith(ext):
-      return ext
-  raise ConvertError(f'{path}: unknown file type; expected one of '
-                     f'{", ".join(_EXTENSIONS)}')
-
-
-def _unwrap(obj):
-  # Training scripts save {'state_dict': ...} (timm, mmseg) or {'model': ...} (DeiT);
-  # `torch.save(model)` saves the module itself.
-  if callable(getattr(obj, 'state_dict', None)):
-    obj = obj.state_dict()
-  while isinstance(obj, Mapping):
-    inner = next((obj[k] for k in ('state_dict', 'model') if isinstance(obj.get(k),
-                                                                         Mapping)), None)
-    if inner is None:
-      return obj
-    obj = inner
-  raise ConvertError(f'expected a state dict (name -> tensor), got {type(obj).__name__}')
-
-
-def _first_line(error: Exception) -> str:
-  return (str(error).strip() or type(error).__name__).splitlines()[0]
-
-
-def _read_torch(path: str, trust_pickle: bool):
-  torch = _import_torch()
-  try:
-    return torch.load(path, map_location='cpu', weights_only=True)
-  except pickle.UnpicklingError as e:   # holds more than tensors and plain containers
-    if not trust_pickle:
-      raise ConvertError(
-          f'{path}: holds Python objects besides tensors ({_first_line(e)}). If you '
-          'trust the file, pass --trust-pickle (trust_pickle=True) to unpickle it '
-          'fully, which runs code from the file.') from None
-  except Exception as e:  # pylint: disable=broad-except
-    raise ConvertError(f'{path}: not a readable torch file ({_first_line(e)})') from None
-  try:
-    return torch.load(path, map_location='cpu', weights_only=False)
-  except Exception as e:  # pylint: disable=broad-except  (e.g. a class of mmcv's)
-    raise ConvertError(f'{path}: cannot be unpickled ({_first_line(e)})') from None
-
-
-def _to_numpy(value) -> np.ndarray:
-  if hasattr(value, 'detach'):          # a torch tensor; numpy has no bfloat16
-    value = value.detach().cpu()
-    if not value.dtype.is_floating_point or value.dtype.itemsize >= 4:
-      return value.numpy()
-    return value.float().numpy()
-  return np.asarray(value)
-
-
-def load_state_dict_file(path: str, *, trust_pickle: bool = False) -> dict:
-  """Reads a state dict from `.pth` / `.pth.tar` / `.pt`, `.safetensors` or `.npz`.
-
-  Args:
-    path: the file.
-    trust_pickle: for torch files that hold more than tensors (e.g. argparse
-      namespaces): unpickle fully, which runs code from the file.
-
-  Returns:
-    name -> numpy array, unwrapped from `state_dict` / `model` containers, with a
-    `module.` (DataParallel) prefix removed.
-
-  Raises:
-    ConvertError: missing file, unknown extension, torch missing, unreadable file.
-  """
-  if not os.path.isfile(path):
-    raise ConvertError(f'{path}: no such file')
-  ext = _extension(path)
-  if ext in _TORCH_EXTENSIONS:
-    obj = _read_torch(path, trust_pickle)
-  else:
-    try:
-      if ext == '.safetensors':
-        from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
-        obj = load_file(path)
-      else:
-        with np.load(path, allow_pickle=False) as npz:
-          obj = dict(npz)
-    except Exception as e:  # pylint: disable=broad-except
-      raise ConvertError(f'{path}: not a readable {ext} file ({_first_line(e)})') from None
-  prefix = 'module.'
-  return {(k[len(prefix):] if k.startswith(prefix) else k): _to_numpy(v)
-          for k, v in _unwrap(obj).items()}
-
-
-def save_state_dict_file(path: str, state_dict: dict) -> None:
-  """Writes a state dict as `.pth` / `.pth.tar` / `.pt` (torch), `.safetensors` or `.npz`.
-
-  Raises:
-    ConvertError: unknown extension or torch missing.
-  """
-  ext = _extension(path)
-  if ext in _TORCH_EXTENSIONS:
-    torch = _import_torch()
-    torch.save({k: torch.from_numpy(np.asarray(v)) for k, v in state_dict.items()}, path)
-  elif ext == '.safetensors':
-    from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
-    save_file(state_dict, path)
-  else:
-    np.savez(path, **state_dict)
-
-
 def _parse(argv):
   parser = argparse.ArgumentParser(
       prog='python -m fanet_jax.pytorch.convert', description=__doc__.split('\n')[0])
@@ -338,9 +219,7 @@ def _convert(args) -> str:
     pretrained.save_variables(args.output, variables)
     count = models.count_params(variables)
   else:
-    _extension(args.output)
-    if args.output.lower().endswith(_TORCH_EXTENSIONS):
-      _import_torch()
+    check_writable(args.output)
     state = to_torch_state_dict(args.model, pretrained.load_variables(args.input), kwargs)
     save_state_dict_file(args.output, state)
     count = sum(np.size(v) for k, v in state.items() if k.endswith(('weight', 'bias')))

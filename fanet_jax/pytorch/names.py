@@ -1,4 +1,4 @@
-"""Reference (PyTorch) state-dict names and layouts <-> Flax variable paths (SPEC.md 1-2).
+"""Reference (PyTorch) state-dict names and layouts <-> Flax variable paths (docs/models.md sections 1-2).
 
 The mapping is derived from the structure, not listed: every leaf of a factory model's
 variables (`jax.eval_shape` of its init, so nothing is computed) gets its reference

@@ -1,6 +1,6 @@
-"""An independent PyTorch implementation of the FANet reference (SPEC.md sections 1-2).
+"""An independent PyTorch implementation of the FANet reference (docs/models.md sections 1-2).
 
-Written from SPEC.md, not from fanet_jax, so that it checks the Flax models and the
+Written from docs/models.md, not from fanet_jax, so that it checks the Flax models and the
 weight converter: NCHW, exact GELU, channels-first LayerNorm (eps 1e-6), mmseg's
 ConvModule / PPM / UPerHead / FCNHead / EncoderDecoder, and exactly the reference
 state-dict names (`downsample_layers.{i}`, `stages.{s}.{b}.attn.ctx_conv`, ...,
@@ -13,8 +13,8 @@ batch statistics, Dropout2d drops channels and the segmentor returns
 iteration (cross-entropy, ignore 255, + 0.5 x the auxiliary loss; AdamW).
 
 It lives in the package (it imports torch, so only on demand) because both the parity
-tests (tests/test_convert.py) and `python -m fanet_jax.speed.benchmark` run it; nothing in
-it imports fanet_jax.
+tests (tests/test_torch_parity.py, tests/test_benchmark_torch.py) and
+`python -m fanet_jax.speed.benchmark` run it; nothing in it imports fanet_jax.
 """
 import torch
 import torch.nn.functional as F
@@ -277,7 +277,7 @@ def segmentation_loss(logits, aux_logits, labels, aux_weight: float = 0.5,
 
 def make_optimizer(model: nn.Module, lr: float = 1e-4,
                    weight_decay: float = 1e-3) -> torch.optim.Optimizer:
-  """AdamW over every parameter, betas (0.9, 0.999), eps 1e-8 (SPEC section 4)."""
+  """AdamW over every parameter, betas (0.9, 0.999), eps 1e-8 (docs/recipes.md section 2)."""
   return torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8,
                            weight_decay=weight_decay)
 

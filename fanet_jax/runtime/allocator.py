@@ -1,11 +1,10 @@
 """glibc malloc settings that stop a CPU training step from page-faulting its buffers.
 
-XLA:CPU allocates an executable's temporary buffer (2.2 GB for the FANet-tiny
-segmentor's train step at 512x512 batch 2) with malloc on every call. glibc serves
-blocks that large with a fresh `mmap` and returns them with `munmap`, so every step
-first-touches (page-faults and zeroes) all of it again: about a million faults and
-1-3 s of kernel time per step on a 2-core machine (measured with `getrusage`, see
-README's performance section). `configure()` keeps freed memory in the process: one
+XLA:CPU allocates an executable's temporary buffer (gigabytes for the FANet-tiny
+segmentor's train step) with malloc on every call. glibc serves blocks that large with
+a fresh `mmap` and returns them with `munmap`, so every step first-touches
+(page-faults and zeroes) all of it again, seconds of kernel time per step on a small
+machine (docs/performance.md, glibc malloc settings). `configure()` keeps freed memory in the process: one
 arena (threads' arenas would still `mmap` large blocks), no `mmap` for large blocks
 and no trimming of the heap's top. The resident set stays at the step's peak between
 steps instead of dropping and growing back; the peak itself does not grow.

@@ -4,10 +4,9 @@
 instruction order favours running independent work concurrently and ignores memory;
 it also moves the recomputation of rematerialised blocks (`FANet.remat_stages`) up
 next to the forward pass, where it saves nothing. Under the memory-minimising
-scheduler the FANet-tiny segmentor's train step (512x512 batch 2) needs 3.14 GB of
-XLA temporaries rather than 3.45 GB at the same step time (within this 2-core
-machine's noise), and 2.42 GB with stage 0 rematerialised, for about 2% more time
-(issue #6; README's performance section). The flags are CPU-only: other backends
+scheduler the FANet-tiny segmentor's train step needs fewer XLA temporaries at the
+same step time, and fewer still with stage 0 rematerialised (docs/performance.md,
+Memory-minimising scheduler and stage-0 remat). The flags are CPU-only: other backends
 ignore them.
 """
 import os

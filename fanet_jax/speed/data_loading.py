@@ -1,7 +1,7 @@
 """The input-pipeline case of `python -m fanet_jax.speed.benchmark`: grain images/second.
 
-Feeds `input_pipeline.pipeline.train_loader` with the ZeroWaste-f training transforms
-(SPEC.md section 4: random rescale of a 1920x1080 frame with img_scale (2048, 512)
+Feeds `input_pipeline.segmentation_training.rgb_train_loader` with the ZeroWaste-f training transforms
+(docs/data.md section 2: random rescale of a 1920x1080 frame with img_scale (2048, 512)
 and ratio 0.5-2, 512x512 crop with cat_max_ratio 0.75, flip, photometric distortion,
 normalise, pad) from an in-memory source of synthetic frames stored as PNG bytes and
 decoded on every read, as the TFDS source does. Frames are smooth colour fields with
@@ -14,18 +14,14 @@ import time
 import numpy as np
 from PIL import Image
 
-# SPEC.md section 4.
+from input_pipeline import image_files
+
+# docs/data.md section 1.
 FRAME_SIZE = (1080, 1920)
 ZEROWASTE = dict(num_classes=5, crop_size=(512, 512), img_scale=(2048, 512),
                  ratio_range=(0.5, 2.0), cat_max_ratio=0.75, flip_prob=0.5,
                  photometric=True, mean=(123.675, 116.28, 103.53),
                  std=(58.395, 57.12, 57.375), ignore_index=255)
-
-
-def _png(array: np.ndarray) -> bytes:
-  buffer = io.BytesIO()
-  Image.fromarray(array).save(buffer, format='PNG')
-  return buffer.getvalue()
 
 
 def synthetic_frame(seed: int, size: tuple[int, int] = FRAME_SIZE) -> tuple[bytes, bytes]:
@@ -38,7 +34,7 @@ def synthetic_frame(seed: int, size: tuple[int, int] = FRAME_SIZE) -> tuple[byte
   image = np.clip(smooth + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
   blobs = rng.integers(0, 5, (h // 120 + 1, w // 120 + 1), dtype=np.uint8)
   label = np.asarray(Image.fromarray(blobs).resize((w, h), Image.NEAREST))
-  return _png(image), _png(label)
+  return image_files.png_bytes(image), image_files.png_bytes(label)
 
 
 class PngSource:
@@ -79,11 +75,11 @@ def run_case(batch: int = 2, worker_count: int = 2, num_batches: int = 40,
     {'images_per_s', 'batch', 'worker_count', 'frame_size', 'crop_size',
      'seconds', 'images'}.
   """
-  from input_pipeline import pipeline  # pylint: disable=import-outside-toplevel
+  from input_pipeline import segmentation_training  # pylint: disable=import-outside-toplevel
 
   frames = [synthetic_frame(i, frame_size) for i in range(num_frames)]
   source = PngSource(frames, length=batch * (num_batches + warmup_batches) * 4)
-  loader = pipeline.train_loader(source, batch_size=batch, seed=0,
+  loader = segmentation_training.rgb_train_loader(source, batch_size=batch, seed=0,
                                  worker_count=worker_count, **ZEROWASTE)
   iterator = iter(loader)
   for _ in range(warmup_batches):

@@ -1,4 +1,4 @@
-"""GPU-readiness facts of the training step, read from its HLO (issue #6 (c)).
+"""GPU-readiness facts of the training step, read from its HLO (docs/performance.md).
 
 No GPU is needed: the step is lowered and compiled here and its HLO is inspected.
 
@@ -82,17 +82,16 @@ def train_step_report(model_name: str = 'fanet_tiny_upernet', *, dtype: Any = 'b
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
-  from fanet_jax import losses, models, optim  # pylint: disable=import-outside-toplevel
+  from fanet_jax import models  # pylint: disable=import-outside-toplevel
   from fanet_jax import train_step as train_step_lib  # pylint: disable=import-outside-toplevel
+  from fanet_jax.speed import cases  # pylint: disable=import-outside-toplevel
 
   model = models.create(model_name, dtype=jnp.dtype(dtype), conv_impl=conv_impl)
-  tx = optim.adamw(lambda step: 1e-4, betas=(0.9, 0.999), weight_decay=1e-3)
+  step, tx = cases.jitted_train_step(model)
   state = jax.eval_shape(functools.partial(
       train_step_lib.init_state, model, tx, image_shape=(1, *size, 3)), jax.random.key(0))
   batch_shapes = {'image': jax.ShapeDtypeStruct((batch, *size, 3), jnp.float32),
                   'label': jax.ShapeDtypeStruct((batch, *size), jnp.int32)}
-  loss_fn = losses.make_loss_fn(aux_weight=0.5, ignore_index=255)
-  step = jax.jit(train_step_lib.make_train_step(model, tx, loss_fn), donate_argnums=0)
   lowered = step.lower(state, batch_shapes, jax.random.key(2))
   out_shapes = jax.eval_shape(step, state, batch_shapes, jax.random.key(2))
   report = {

@@ -11,12 +11,13 @@ formulation, which computes fewer (Winograd), to give an "effective" rate.
 
 Multiply-adds inside `jax.image.resize` (bilinear resizing is written as matmuls with
 interpolation weights) and the adaptive pooling matrices are reported apart
-(`interpolation`), since model counts such as SPEC.md's leave them out.
+(`interpolation`), since the published counts (docs/models.md section 6) leave them out.
 """
 from typing import Any, Callable
 
 import jax
 import numpy as np
+from jax.extend import core as jax_core  # `import jax` alone does not load jax.extend
 
 # jit names whose matmuls are interpolation weights, not learned layers.
 _INTERPOLATION_NAMES = ('_resize', 'resize', '_scale_and_translate', 'scale_and_translate',
@@ -40,9 +41,9 @@ def _sub_jaxprs(params: dict) -> list:
   out = []
   for value in params.values():
     for v in (value if isinstance(value, (tuple, list)) else (value,)):
-      if isinstance(v, jax.extend.core.ClosedJaxpr):
+      if isinstance(v, jax_core.ClosedJaxpr):
         out.append(v.jaxpr)
-      elif isinstance(v, jax.extend.core.Jaxpr):
+      elif isinstance(v, jax_core.Jaxpr):
         out.append(v)
   return out
 

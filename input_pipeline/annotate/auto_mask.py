@@ -1,7 +1,7 @@
 """Automatic hand / object masks of one frame from aligned colour and depth.
 
 The auto-annotation with which DenseAttentionSeg built InterSegHands without hand
-labelling (paper section 3, Figure 2, Eq. 1; SPEC sections 3-4):
+labelling (paper section 3, Figure 2, Eq. 1; docs/data.md section 5):
 
 1. Background elimination (`eliminate_background`): hand and object are the nearest
    things to the camera, so only pixels at most `band_mm` (16 cm) behind the nearest

@@ -2,7 +2,7 @@
 
 DenseAttentionSeg (paper section 3) had a person accept or reject every
 automatically annotated frame instead of labelling it. Pass 1 of
-`input_pipeline.annotate` writes, for that person,
+`input_pipeline.annotate` (`first_pass.py`) writes, for that person,
 
     <out>/_work/overlay/<frame>.jpg    the colour frame at half size: hand tinted
                                        red, object blue, background dimmed
@@ -23,6 +23,7 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw
 
+from input_pipeline import image_files
 from input_pipeline.errors import DataError
 
 COLUMNS, ROWS = 4, 5  # Overlays per sheet row and column: 20 frames a sheet.
@@ -90,8 +91,8 @@ def write_sheets(frame_ids: list[str], work_dir: str,
     path = os.path.join(sheet_dir, name)
     if previous.get(name) != ids or changed.intersection(ids) or not os.path.exists(path):
       # Level 1: a sheet of noisy photos takes 0.7 s at the default level, 0.12 s here.
-      _sheet(ids, overlay_dir).save(path + '.tmp', format='PNG', compress_level=1)
-      os.replace(path + '.tmp', path)
+      image_files.save_atomically(_sheet(ids, overlay_dir), path, format='PNG',
+                                  compress_level=1)
   for name in set(previous) - {name for name, _ in sheets}:  # Fewer frames than before.
     if os.path.exists(os.path.join(sheet_dir, name)):
       os.remove(os.path.join(sheet_dir, name))

@@ -1,6 +1,7 @@
 """Computations of FANet's layers that XLA:CPU runs faster, with the same numbers.
 
-Measured on a 2-core CPU (PERF_NOTES.md, issue #6); every function equals its plain
+Each exists because XLA:CPU runs the plain form slowly (docs/performance.md,
+section 3); every function equals its plain
 counterpart to float32 round-off (tests/test_conv_formulation.py):
 
 - `fast_conv_general_dilated`: a drop-in `conv_general_dilated` for `nn.Conv` that
@@ -8,8 +9,8 @@ counterpart to float32 round-off (tests/test_conv_formulation.py):
   into transposes and a slow convolution) and 3x3 stride-1 convs on large maps by
   Winograd F(4x4, 3x3) (winograd.py); everything else goes to
   `lax.conv_general_dilated`.
-- `depthwise_shifted`: a depthwise conv as k*k shifted multiplies (~25x faster than
-  `feature_group_count`), with a written-out backward pass.
+- `depthwise_shifted`: a depthwise conv as k*k shifted multiplies (far faster than
+  `feature_group_count`; docs/performance.md, Depthwise convs as shifted multiplies), with a written-out backward pass.
 - `grouped_conv`: a grouped conv as one matmul per group into the kernel rows'
   outputs, summed with their row shifts.
 - `gelu` and `layer_norm` with written-out backward passes that keep only their
@@ -111,8 +112,8 @@ def channel_matmul(x: jax.Array, w: jax.Array, precision=None) -> jax.Array:
   The backward pass is written out for the kernel gradient: the sum over all pixels
   as one matmul of x and dy flattened to (pixels, channels), both contracting their
   leading axis. Autodiff's version contracts dy with x and transposes the result;
-  XLA:CPU then copies x transposed and runs a slower dot of the two (measured in
-  FANet-tiny's train step: 6.07 -> 5.69 s, same-process A/B, issue #6).
+  XLA:CPU then copies x transposed and runs a slower dot of the two
+  (docs/performance.md, 1x1 convs as matmuls).
   """
   return lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())), precision=precision)
 
@@ -150,10 +151,9 @@ def grouped_conv(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
   once; those are summed with their row shifts (one elementwise pass). The same
   multiply-adds as the direct conv, in matmuls XLA:CPU runs fast, forward and
   backward (the kernel gradient is `channel_matmul`'s). XLA:CPU's own convolutions of
-  FANet's grouped 7x7 (12 to 96 channels per group) run at 6-30 GFLOP/s, and their
-  kernel gradients at stage 0 take its generic loop: FANet-tiny's train step
-  5.43 -> 4.97 s with this (same-process A/B, issue #6). Same numbers to float32
-  round-off.
+  FANet's grouped 7x7 (12 to 96 channels per group) run slowly, and their kernel
+  gradients at stage 0 take its generic loop (docs/performance.md, Grouped convs as
+  matmuls). Same numbers to float32 round-off.
 
   Args:
     x: (B, H, W, C) input.
@@ -298,8 +298,8 @@ def _depthwise_kernel_grad(x, dy, k, s, pad):
 
   Summed in two steps: one elementwise pass adds the products of r = 8 (or fewer)
   consecutive output rows for every tap, into a (k*k, B, H/r, W, C) array, which
-  one reduction then sums. Measured in the FANet-tiny train step (issue #6): 0.6 s
-  less than k*k whole-map multiply-reductions, which XLA:CPU runs on windows it
+  one reduction then sums. Faster than k*k whole-map multiply-reductions
+  (docs/performance.md, Depthwise kernel gradient in row blocks), which XLA:CPU runs on windows it
   first copies out (reductions do not fuse slices), re-reading both maps per tap.
   """
   b, _, _, c = x.shape

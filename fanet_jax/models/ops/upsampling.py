@@ -17,9 +17,9 @@ from jax import lax
 import numpy as np
 
 # `conv_upsampled` pays from 4x upsampling on: at 2x it does as many multiply-adds as
-# Winograd on the upsampled map, and its upsampling passes cost more. FANet-tiny's
-# train step: 6.60 -> 6.21 s with UperNet's 4x and 8x levels, no gain adding the 2x
-# one (measured in one process alternating the compiled variants, issue #6).
+# Winograd on the upsampled map, and its upsampling passes cost more; adding
+# UperNet's 2x level gave no gain (docs/performance.md, Convs of upsampled maps at
+# low resolution).
 CONV_UPSAMPLED_MIN_FACTOR = 4
 
 
@@ -74,12 +74,10 @@ def _upsampled_shifted_sum(taps: list, axis: int, factor: int, pad: int) -> jax.
   output phase j = factor * i + p: up_t[j + t - pad] = up_t[factor * (i + e) + p'] is
   a weighted sum of taps[t] at i + e and its clamped neighbour, so every term is a
   shift of a low-resolution array, and the phases interleave by a reshape. Shifting
-  after upsampling instead makes XLA's fused loop index through the interleave: in
-  the FANet-tiny train step the forward passes of fpn_bottleneck's 4x and 8x levels
-  took 104 ms that way, 24 ms this way. The backward pass is written out the same
-  way (`_upsampled_shifted_sum_adjoint`): on those levels' shapes alone autodiff's
-  took 104 and 26 ms, this one 46 and 12 (train step median 5.24 -> 5.20 s in a
-  same-process A/B, issue #6).
+  after upsampling instead makes XLA's fused loop index through the interleave, which
+  is much slower; the backward pass is written out the same way
+  (`_upsampled_shifted_sum_adjoint`) for the same reason (docs/performance.md, Convs
+  of upsampled maps at low resolution).
   """
   phases = []
   for p in range(factor):

@@ -8,7 +8,8 @@ Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (CVPR 2016). E
 so the convolution becomes an input transform, one batched matmul over the
 (m + 2)^2 tile positions and an output transform. F(4x4, 3x3) needs 36 instead of
 144 multiply-adds per 16 outputs and channel pair (4x fewer), and matmuls run faster
-on XLA:CPU than its direct convolutions (PERF_NOTES.md). The backward pass is written
+on XLA:CPU than its direct convolutions (docs/performance.md, Winograd for 3x3
+convs). The backward pass is written
 out (custom VJP) as Winograd too: the input gradient is the same convolution of the
 output gradient with the flipped, transposed kernel, and the kernel gradient is one
 batched matmul of the saved transformed input with the transformed output gradient.
