@@ -9,6 +9,7 @@ and stored in file-name order. Both store PNG bytes (no TensorFlow needed).
 """
 import abc
 import os
+import sys
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -18,7 +19,38 @@ from input_pipeline.errors import DataError
 SPLIT_IDS = {'train': 0, 'val': 1, 'test': 2}
 
 
-class GeneratedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class SegmentationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """A segmentation data set: `image` (the subclass's `image_feature`), an 8-bit PNG
+  `label` map and the `file_name`, stored in generation order. The description is the
+  subclass module's docstring; `HOMEPAGE` and `LICENSE` go into the data set's info.
+  """
+
+  HOMEPAGE = None
+  LICENSE = None
+
+  @abc.abstractmethod
+  def image_feature(self) -> tfds.features.FeatureConnector:
+    """The feature of the `image` entry."""
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=sys.modules[type(self).__module__].__doc__,
+        features=tfds.features.FeaturesDict({
+            'image': self.image_feature(),
+            'label': tfds.features.Image(shape=(None, None, 1), encoding_format='png'),
+            'file_name': tfds.features.Text(),
+        }),
+        supervised_keys=('image', 'label'),
+        homepage=self.HOMEPAGE,
+        license=self.LICENSE,
+        # Generation order: example i of a generated split is drawn from seed i, and
+        # a folder's examples stay in file-name order.
+        disable_shuffling=True,
+    )
+
+
+class GeneratedBuilder(SegmentationBuilder, skip_registration=True):
   """A builder whose examples are drawn, per example, from the config's seed.
 
   Subclasses have a builder config with `seed`, `num_train`, `num_val`, `num_test`,
@@ -44,7 +76,7 @@ class GeneratedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       yield file_name, {'image': image, 'label': label, 'file_name': file_name}
 
 
-class PairFolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class PairFolderBuilder(SegmentationBuilder, skip_registration=True):
   """A builder reading image/label file pairs from its manual directory.
 
   Subclasses set `TITLE` (the data set's name in messages) and define `find_pairs`

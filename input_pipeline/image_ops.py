@@ -161,7 +161,7 @@ def hsv_to_rgb(hsv):
   sector = np.floor(h)
   frac = h - sector
   # The 4 candidate values (v, p, q, t) as bytes of one uint32; each output channel
-  # shifts out the byte its sector picks (4x faster than a fancy-indexed gather).
+  # shifts out the byte its sector picks (faster than a fancy-indexed gather).
   packed = np.zeros(h.shape, np.uint32)
   for k, value in enumerate([v, v * (1 - s), v * (1 - s * frac), v * (1 - s * (1 - frac))]):
     value *= np.float32(255)

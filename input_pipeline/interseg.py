@@ -138,15 +138,6 @@ def read_pair(depth_path: str, mask_path: str) -> tuple[bytes, bytes]:
   return depth_bytes, mask_bytes
 
 
-def features() -> tfds.features.FeaturesDict:
-  """The features of every depth data set here: depth, label, file name."""
-  return tfds.features.FeaturesDict({
-      'image': DepthImage(),
-      'label': tfds.features.Image(shape=(None, None, 1), encoding_format='png'),
-      'file_name': tfds.features.Text(),
-  })
-
-
 class InterSegHands(builders.PairFolderBuilder):
   """InterSegHands hand / object segmentation from depth (3 classes, ignore 255)."""
 
@@ -160,11 +151,5 @@ class InterSegHands(builders.PairFolderBuilder):
       'InterSegHands is not public; put it (or any depth data set) into one folder and '
       f'pass it as manual_dir. Layout: {LAYOUT}.')
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=__doc__,
-        features=features(),
-        supervised_keys=('image', 'label'),
-        disable_shuffling=True,  # Examples in file-name order.
-    )
+  def image_feature(self) -> DepthImage:
+    return DepthImage()

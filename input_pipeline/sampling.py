@@ -11,8 +11,9 @@ from absl import flags
 import grain.python as grain
 import jax
 
-# grain's default (16 threads reading 500 examples ahead) holds ~3 GB of decoded
-# 1080p frames per process and starved the transforms on 2 cores. Two threads still
+# grain's default (16 threads reading 500 examples ahead) holds gigabytes of decoded
+# 1080p frames per process and starved the transforms on 2 cores (docs/performance.md,
+# grain read options). Two threads still
 # overlap PNG decoding (PIL releases the GIL) with transforms.
 DEFAULT_READ_OPTIONS = grain.ReadOptions(num_threads=2, prefetch_buffer_size=8)
 

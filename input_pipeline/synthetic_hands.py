@@ -60,15 +60,8 @@ class SyntheticHands(builders.GeneratedBuilder):
   ]
   DEFAULT_CONFIG_NAME = 'demo'
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=__doc__,
-        features=interseg.features(),
-        supervised_keys=('image', 'label'),
-        # Keep generation order: example i of a split is index i, as its seed says.
-        disable_shuffling=True,
-    )
+  def image_feature(self) -> tfds.features.FeatureConnector:
+    return interseg.DepthImage()
 
   def encode_example(self, rng: np.random.Generator) -> tuple[bytes, bytes]:
     config = self.builder_config

@@ -94,13 +94,9 @@ def read_pair(image_path: str, label_path: str) -> tuple[bytes, bytes]:
   return image_bytes, label_bytes
 
 
-def features() -> tfds.features.FeaturesDict:
-  """The features of ZeroWaste-f and its stand-in: RGB image, label, file name."""
-  return tfds.features.FeaturesDict({
-      'image': tfds.features.Image(shape=(None, None, 3), encoding_format='png'),
-      'label': tfds.features.Image(shape=(None, None, 1), encoding_format='png'),
-      'file_name': tfds.features.Text(),
-  })
+def rgb_image() -> tfds.features.Image:
+  """The `image` feature of ZeroWaste-f and its stand-in: 8-bit RGB, PNG."""
+  return tfds.features.Image(shape=(None, None, 3), encoding_format='png')
 
 
 class ZeroWasteF(builders.PairFolderBuilder):
@@ -117,13 +113,8 @@ class ZeroWasteF(builders.PairFolderBuilder):
       'unpack it and pass the folder holding the splits as manual_dir. Layout: '
       f'{LAYOUT}.')
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=__doc__,
-        features=features(),
-        supervised_keys=('image', 'label'),
-        homepage='http://ai.bu.edu/zerowaste/',
-        license='CC BY-NC 4.0',
-        disable_shuffling=True,  # Examples in file-name order.
-    )
+  HOMEPAGE = 'http://ai.bu.edu/zerowaste/'
+  LICENSE = 'CC BY-NC 4.0'
+
+  def image_feature(self) -> tfds.features.Image:
+    return rgb_image()

@@ -14,6 +14,7 @@ import pytest
 
 from input_pipeline import datasets
 from input_pipeline import synthetic_waste
+from input_pipeline import waste_renderer
 from input_pipeline import zerowaste
 from input_pipeline.errors import DataError
 
@@ -57,7 +58,7 @@ def test_synthetic_build_is_deterministic(tiny, tmp_path):
       np.testing.assert_array_equal(first['image'], second['image'])
       np.testing.assert_array_equal(first['label'], second['label'])
   # Each example comes from its own seed (seed, split id, index) alone.
-  image, label = synthetic_waste.render_example(np.random.default_rng((0, 2, 3)), 48)
+  image, label = waste_renderer.render_example(np.random.default_rng((0, 2, 3)), 48)
   np.testing.assert_array_equal(tiny['test'][3]['image'], image)
   np.testing.assert_array_equal(tiny['test'][3]['label'], label)
 
@@ -88,7 +89,7 @@ def test_colour_alone_does_not_decide_the_class(tiny):
 def test_class_pixel_shares_at_demo_size():
   counts = np.zeros(5)
   for index in range(60):
-    _, label = synthetic_waste.render_example(np.random.default_rng((0, 0, index)), 96)
+    _, label = waste_renderer.render_example(np.random.default_rng((0, 0, index)), 96)
     counts += np.bincount(label.ravel(), minlength=5)
   shares = counts / counts.sum()
   print('class pixel shares',

@@ -5,9 +5,10 @@ the reference's zero biases the FANet stem mapped those pixels to the zero vecto
 and every LayerNorm whose input came from the padding alone saw zero variance and
 multiplied the gradient by 1/sqrt(eps) = 1000: the first step of the ZeroWaste-f
 recipe from scratch had non-finite gradients in the stem and stage 0 (fanet.py,
-`FANet`, says why the stem bias fixes it). Checked here on the paper's model at the
-padding of the recipe's crops, on each conv formulation and in both modes, and on the
-depth models (holes) and the classifier.
+`FANet`, says why the stem bias fixes it). Checked here on the paper's FANet-tiny
+depths (every LayerNorm of the chain the gradient crosses) at a sixth of its widths,
+at the padding of the recipe's crops, on each conv formulation and in both modes, and
+on the depth models (holes) and the classifier.
 """
 import jax
 import jax.numpy as jnp
@@ -69,18 +70,25 @@ def _segmentation_loss(train: bool, **kwargs):
   return lambda logits, batch: loss_fn((logits, None), batch)[0]
 
 
+# FANet-tiny's 14 blocks at narrower widths: the zero-variance pixels, and so the
+# amplification, depend on the receptive fields and the chain of LayerNorms, not on
+# the width. No rematerialisation: the same numbers, compiled faster.
+NARROW_TINY = dict(num_classes=5, widths=(16, 32, 64, 128), remat_stages=())
+
+
 @pytest.fixture(scope='module')
 def fanet_tiny_variables():
   # 'fast' and 'lax' own the same parameters: one initialisation serves both.
-  return _init(models.create('fanet_tiny_upernet', num_classes=5), (1, 64, 64, 3))
+  return _init(models.create('fanet_tiny_upernet', **NARROW_TINY), (1, 64, 64, 3))
 
 
 @pytest.mark.parametrize('conv_impl,train', [('fast', True), ('lax', False)])
 def test_fanet_tiny_upernet_on_a_padded_crop(fanet_tiny_variables, conv_impl, train):
   # 45% content, 55% padding: the shape of the first batch that overflowed (a
   # rescale ratio below one, then the pad to the recipe's 512x512), at half the
-  # size: the zero stem bias gave gradients of 1e33 here (inf at 512).
-  model = models.create('fanet_tiny_upernet', num_classes=5, conv_impl=conv_impl)
+  # size: the zero stem bias gives gradients of 1e25 ('fast', train) and 1e23 ('lax',
+  # eval) here.
+  model = models.create('fanet_tiny_upernet', conv_impl=conv_impl, **NARROW_TINY)
   batch = _padded_batch(256, (256 * 45 // 100, 256))
   _assert_finite_and_ordinary(*_gradients(
       model, fanet_tiny_variables, batch, _segmentation_loss(train, aux_weight=0.5),

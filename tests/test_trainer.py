@@ -21,6 +21,13 @@ from fanet_jax.nonfinite import NonFiniteError
 NUM_STEPS = 4
 
 
+def _train(config, workdir):
+  # Two of the eight fake devices: the batch is still split and BatchNorm reduced
+  # across devices, and a checkpoint copies each replicated array from two devices,
+  # not eight (Orbax slices every copy: most of a save's time here).
+  return trainer.train_and_evaluate(config, workdir, devices=jax.devices()[:2])
+
+
 @pytest.fixture(scope='module')
 def config(tmp_path_factory):
   return Config(
@@ -40,7 +47,7 @@ def _final_state(workdir):
 
 def test_interrupted_run_resumes_to_the_same_state(config, tmp_path, monkeypatch, capsys):
   straight = str(tmp_path / 'straight')
-  results = trainer.train_and_evaluate(config, straight)
+  results = _train(config, straight)
   assert set(os.listdir(os.path.join(straight, 'checkpoints'))) >= {'2', '4'}
   assert 0.0 <= results['mIoU'] <= 1.0
   with open(os.path.join(straight, 'results.json')) as f:
@@ -63,10 +70,10 @@ def test_interrupted_run_resumes_to_the_same_state(config, tmp_path, monkeypatch
 
   monkeypatch.setattr(sharding, 'shard_batch', flaky_shard_batch)
   with pytest.raises(SystemExit, match='Interrupted at step 2; checkpoint saved'):
-    trainer.train_and_evaluate(config, interrupted)
+    _train(config, interrupted)
   monkeypatch.setattr(sharding, 'shard_batch', original)
   capsys.readouterr()
-  trainer.train_and_evaluate(config, interrupted)
+  _train(config, interrupted)
   assert 'Resuming from the checkpoint at step 2' in capsys.readouterr().out
 
   a, b = _final_state(straight), _final_state(interrupted)
@@ -74,11 +81,11 @@ def test_interrupted_run_resumes_to_the_same_state(config, tmp_path, monkeypatch
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-6), a, b)
 
   # A third run reports the finished run instead of training again.
-  trainer.train_and_evaluate(config, interrupted)
+  _train(config, interrupted)
   assert 'already finished' in capsys.readouterr().out
 
   # Evaluation only, from the first run's workdir: the same test confusion matrix.
-  evaluated = trainer.train_and_evaluate(
+  evaluated = _train(
       dataclasses.replace(config, num_steps=0, init_from=straight), str(tmp_path / 'eval'))
   assert 'Initialised auxiliary_head, backbone, decode_head' in capsys.readouterr().out
   assert evaluated['confusion'] == results['confusion']
@@ -119,7 +126,7 @@ def test_a_diverged_run_stops_with_finite_checkpoints_and_no_best(config, tmp_pa
   monkeypatch.setattr(sharding, 'shard_batch', poisoned_shard_batch)
   workdir = str(tmp_path / 'run')
   with pytest.raises(NonFiniteError, match=r'not finite in steps 2-4 \(3 in a row'):
-    trainer.train_and_evaluate(config, workdir)
+    _train(config, workdir)
   assert 'val mIoU is not finite at step 2: not a candidate for best/' in (
       capsys.readouterr().out)
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:

@@ -40,8 +40,9 @@ LEVEL_KEYS = ('stem', 'layer1', 'layer2', 'layer3', 'layer4')  # + the ASPP outp
 
 # Variants: DenseAttentionSeg field values. R50 is the paper's model (the defaults).
 R50 = dict(resnet.R50)
-# The micro decoder keeps 32 channels down to full resolution: with (.., 16, 16, 8)
-# it fit a single batch 5x more slowly (weighted CE 0.68 vs 0.32 after 80 steps).
+# The micro decoder keeps 32 channels down to full resolution: narrower, it fitted a
+# single batch several times more slowly (docs/performance.md, 2026-11-22: depth
+# demos, depth-model latency, decoder width).
 MICRO = dict(resnet.MICRO, aspp_channels=64, squeeze_channels=32,
              decoder_channels=(64, 64, 32, 32, 32, 32))
 TEST = dict(resnet.TEST, aspp_channels=8, squeeze_channels=4,
@@ -134,8 +135,8 @@ class ConvTranspose(nn.Module):
   Owns the parameters of `nn.ConvTranspose(transpose_kernel=False)`: `kernel`
   (k, k, C_in, features), stored unflipped (a PyTorch weight converts by a spatial
   flip and an in/out transpose). XLA:CPU differentiates the input-dilated conv of
-  `lax.conv_transpose` very slowly (measured fwd+bwd at 240x320x128 -> 32:
-  7.7 s, against 0.47 s for 'parity'), so for k=4, s=2 the 'parity' impl computes
+  `lax.conv_transpose` very slowly (docs/performance.md, Transposed convs per output
+  parity), so for k=4, s=2 the 'parity' impl computes
   the same convolution as one 2x2 conv per output parity, interleaved.
 
   Attributes:

@@ -213,8 +213,8 @@ class GroupedConv(nn.Module):
     padding: symmetric padding, k//2 when None.
     impl: 'matmul' (`fast_ops.grouped_conv`: one matmul per group; strided or
       size-changing convs fall back to one dense conv per group on channel slices,
-      ~2.5x faster on XLA:CPU than feature_group_count) or 'lax'
-      (feature_group_count).
+      faster on XLA:CPU than feature_group_count: docs/performance.md, Grouped convs
+      as matmuls) or 'lax' (feature_group_count).
     dtype: computation dtype; parameters stay float32.
   """
   features: int

@@ -128,6 +128,15 @@ def make_eval_step(model: nn.Module) -> Callable:
   return eval_step
 
 
+@functools.lru_cache(maxsize=8)
+def _jitted_eval_step(model: nn.Module, mesh: Mesh) -> Callable:
+  # One jitted step per model and mesh: evaluations trace the model once.
+  replicated = sharding.replicated(mesh)
+  return jax.jit(make_eval_step(model),
+                 in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
+                 out_shardings=replicated, donate_argnums=2)
+
+
 def evaluate(model: nn.Module, variables: Any, batches: Iterable[dict], *,
              mesh: Mesh) -> dict:
   """Top-1 / top-5 accuracy (in %) of `model` over `batches`.
@@ -144,9 +153,7 @@ def evaluate(model: nn.Module, variables: Any, batches: Iterable[dict], *,
     examples, where some example's logits were not finite.
   """
   replicated = sharding.replicated(mesh)
-  step = jax.jit(make_eval_step(model),
-                 in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
-                 out_shardings=replicated, donate_argnums=2)
+  step = _jitted_eval_step(model, mesh)
   counts = jax.device_put(jnp.zeros(4, jnp.int32), replicated)
   for batch in batches:
     counts = step(variables, sharding.shard_batch(batch, mesh), counts)

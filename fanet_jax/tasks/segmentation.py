@@ -132,6 +132,17 @@ def make_eval_step(model: nn.Module, num_classes: int, ignore_index: int) -> Cal
   return eval_step
 
 
+@functools.lru_cache(maxsize=8)
+def _jitted_eval_step(model: nn.Module, num_classes: int, ignore_index: int,
+                      mesh: Mesh) -> Callable:
+  # One jitted step per model and mesh, so that a run's evaluations (and the runs of
+  # one process) trace the model once, not at every evaluation.
+  return jax.jit(make_eval_step(model, num_classes, ignore_index),
+                 in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh),
+                               sharding.replicated(mesh)),
+                 out_shardings=sharding.replicated(mesh), donate_argnums=2)
+
+
 def evaluate(model: nn.Module, variables: Any, batches: Iterable[dict], *, mesh: Mesh,
              num_classes: int, ignore_index: int, class_names: Sequence[str] = (),
              foreground: Sequence[int] = ()) -> dict:
@@ -153,10 +164,7 @@ def evaluate(model: nn.Module, variables: Any, batches: Iterable[dict], *, mesh:
     scored pixel's logits were not finite, `nonfinite_pixels` gives their count
     and every metric is NaN.
   """
-  step = jax.jit(make_eval_step(model, num_classes, ignore_index),
-                 in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh),
-                               sharding.replicated(mesh)),
-                 out_shardings=sharding.replicated(mesh), donate_argnums=2)
+  step = _jitted_eval_step(model, num_classes, ignore_index, mesh)
   counts = jax.device_put((jnp.zeros((num_classes, num_classes), jnp.int32),
                            jnp.zeros((), jnp.int32)), sharding.replicated(mesh))
   for batch in batches:

@@ -17,7 +17,7 @@ labelling (paper section 3, Figure 2, Eq. 1; docs/data.md section 5):
 `annotate_frame` runs the three steps and returns the label map (0 background,
 1 hand, 2 object). Everything is whole-array numpy, scipy.ndimage (labelling,
 erosion) and PIL's HSV conversion (C code), inside the bounding box of the kept
-pixels: about 9 ms for a 640x480 frame on one core of an AMD EPYC.
+pixels (its speed: docs/performance.md, Annotation tool file formats).
 
 Readings of what the paper leaves open (the project's, each a field of
 `AnnotateParams`):

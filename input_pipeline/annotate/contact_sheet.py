@@ -90,7 +90,8 @@ def write_sheets(frame_ids: list[str], work_dir: str,
   for name, ids in sheets:
     path = os.path.join(sheet_dir, name)
     if previous.get(name) != ids or changed.intersection(ids) or not os.path.exists(path):
-      # Level 1: a sheet of noisy photos takes 0.7 s at the default level, 0.12 s here.
+      # Level 1: several times faster than the default level on noisy photos
+      # (docs/performance.md, Annotation tool file formats).
       image_files.save_atomically(_sheet(ids, overlay_dir), path, format='PNG',
                                   compress_level=1)
   for name in set(previous) - {name for name, _ in sheets}:  # Fewer frames than before.

@@ -43,13 +43,15 @@ def annotate_one(frame: Frame, work_dir: str, params: auto_mask.AnnotateParams) 
   except DataError as e:
     return str(e)
   labels = auto_mask.annotate_frame(rgb, depth, params)
-  # Overlays are only looked at: JPEG encodes 30 times faster than PNG here.
+  # Overlays are only looked at: JPEG, much faster to encode than PNG
+  # (docs/performance.md, Annotation tool file formats).
   image_files.save_atomically(
       contact_sheet.overlay(rgb, labels),
       os.path.join(work_dir, 'overlay', frame.id + contact_sheet.OVERLAY_SUFFIX),
       format='JPEG', quality=90)
-  # The mask last: its presence marks the frame done. Level 1: 1.3 ms instead of
-  # 3 ms at the default level, for files of 6 KB instead of 3.5 KB at 640x480.
+  # The mask last: its presence marks the frame done. Level 1 is much faster than the
+  # default, for slightly larger files (docs/performance.md, Annotation tool file
+  # formats).
   image_files.save_atomically(labels, os.path.join(work_dir, 'mask', frame.id + '.png'),
                               format='PNG', compress_level=1)
   return ''
