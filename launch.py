@@ -5,9 +5,11 @@ find each other on their own, elsewhere add `--coordinator_address HOST:PORT
 --num_processes N --process_id I` (docs/training.md section 5).
 
 Loads `experiments/<NAME>.py:get_config()` (default: `demo`), applies the overrides
-(unknown keys fail with the list of valid ones), writes the resolved config into
-the workdir and calls `fanet_jax.trainer.train_and_evaluate`. Running the same
-command again resumes from the workdir's newest checkpoint.
+(unknown keys fail with the list of valid ones) and calls
+`fanet_jax.trainer.train_and_evaluate`, which locks the workdir, writes the resolved
+config into it and, when resuming, first checks it against the config the run
+started with (fanet_jax/workdir.py). Running the same command again resumes from the
+workdir's newest readable checkpoint.
 """
 import argparse
 import os
@@ -53,6 +55,8 @@ def main(argv=None) -> int:
   import jax
 
   from fanet_jax import distributed, trainer
+  from fanet_jax.checkpoints import CheckpointError
+  from fanet_jax.workdir import WorkdirBusyError
   from fanet_jax.runtime import allocator, xla_cpu
   from fanet_jax.nonfinite import NonFiniteError
   from fanet_jax.pretrained import PretrainedError
@@ -66,16 +70,12 @@ def main(argv=None) -> int:
     return 2
   if jax.default_backend() == 'cpu':
     allocator.configure()  # no page faults on the step's buffers (allocator.py)
-  os.makedirs(workdir, exist_ok=True)
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config_lib.to_json(config))
   try:
     trainer.train_and_evaluate(config, workdir)
-  except (config_lib.ConfigError, DataError, PretrainedError) as e:
+  except (config_lib.ConfigError, DataError, PretrainedError, WorkdirBusyError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  except NonFiniteError as e:
+  except (NonFiniteError, CheckpointError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
   return 0

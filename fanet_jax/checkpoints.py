@@ -6,14 +6,50 @@ batches it would have seen. `workdir/best/<step>/` keeps the single best state (
 mIoU, or top-1 for classifiers) apart from the rolling ones. Restores always go into
 an explicit abstract target, so the shardings of the restored arrays are the
 caller's (a checkpoint written on 8 devices restores on 1).
+
+What a killed run leaves behind is made good on the next start: Orbax's unfinished
+`*.orbax-checkpoint-tmp-*` folders (a save that never committed) are removed, a
+newest checkpoint that cannot be read is set aside (renamed `<step>.unreadable`) and
+the one before it restored, and a best state saved before the kill is not saved
+again when the resumed run evaluates the same step.
 """
 import math
 import os
+import shutil
 from typing import Any, Optional
 
 import grain.python as grain
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
+
+TMP_MARK = '.orbax-checkpoint-tmp'
+UNREADABLE_SUFFIX = '.unreadable'
+
+
+class CheckpointError(RuntimeError):
+  """No checkpoint of a run could be restored."""
+
+
+def remove_unfinished_saves(directory: str) -> list[str]:
+  """Deletes the temporary folders of saves that never committed.
+
+  Returns:
+    The paths removed.
+  """
+  removed = []
+  if os.path.isdir(directory):
+    for name in sorted(os.listdir(directory)):
+      if TMP_MARK in name:
+        path = os.path.join(directory, name)
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+  return removed
+
+
+def _first_line(error: Exception) -> str:
+  text = str(error).strip().splitlines()
+  return f'{type(error).__name__}: {text[0] if text else ""}'.rstrip(': ')
 
 
 class Checkpointer:
@@ -30,6 +66,11 @@ class Checkpointer:
                best_metric: str = 'mIoU'):
     self._best_metric = best_metric
     workdir = os.path.abspath(workdir)
+    self._directory = os.path.join(workdir, 'checkpoints')
+    if jax.process_index() == 0:
+      for folder in ('checkpoints', 'best'):
+        for path in remove_unfinished_saves(os.path.join(workdir, folder)):
+          logging.info('Removed the unfinished save %s', path)
     self._manager = ocp.CheckpointManager(
         os.path.join(workdir, 'checkpoints'),
         options=ocp.CheckpointManagerOptions(
@@ -66,13 +107,42 @@ class Checkpointer:
 
   def restore(self, abstract_state: Any, data_iterator: Optional[Any] = None,
               step: Optional[int] = None) -> Any:
-    """Restores the state of `step` (default: latest) into `abstract_state`'s shapes,
-    dtypes and shardings; moves `data_iterator` to the saved position if given."""
-    step = self._manager.latest_step() if step is None else step
+    """Restores the state of `step` (default: the newest readable one) into
+    `abstract_state`'s shapes, dtypes and shardings; moves `data_iterator` to the
+    saved position if given.
+
+    Without `step`, a checkpoint that fails to restore (truncated, corrupted) is
+    renamed `<step>.unreadable`, one line says so, and the next older one is tried.
+
+    Raises:
+      CheckpointError: no rolling checkpoint could be restored.
+    """
     items = {'state': ocp.args.StandardRestore(abstract_state)}
     if data_iterator is not None:
       items['data'] = grain.PyGrainCheckpointRestore(data_iterator)
-    return self._manager.restore(step, args=ocp.args.Composite(**items))['state']
+    if step is not None:
+      return self._manager.restore(step, args=ocp.args.Composite(**items))['state']
+    for candidate in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        return self._manager.restore(candidate, args=ocp.args.Composite(**items))['state']
+      except Exception as e:  # pylint: disable=broad-except  (any unreadable file)
+        self._set_aside(candidate, e)
+    raise CheckpointError(f'{self._directory}: no checkpoint could be restored (each '
+                          f'was renamed *{UNREADABLE_SUFFIX}); start again with a new '
+                          '--workdir')
+
+  def _set_aside(self, step: int, error: Exception):
+    """Renames an unreadable step folder so that Orbax no longer lists it."""
+    path = os.path.join(self._directory, str(step))
+    if jax.process_index() == 0:
+      print(f'The checkpoint at step {step} in {self._directory} cannot be read '
+            f'({_first_line(error)}); set aside as {path}{UNREADABLE_SUFFIX}, trying '
+            'the previous one')
+      os.replace(path, path + UNREADABLE_SUFFIX)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+      multihost_utils.sync_global_devices(f'set aside checkpoint {step}')
+    self._manager.reload()
 
   def save_best(self, step: int, state: Any, metrics: dict) -> bool:
     """Keeps `state` in `best/` if its best metric beats the stored best.
@@ -85,6 +155,10 @@ class Checkpointer:
     value = float(metrics[self._best_metric])
     if not math.isfinite(value):
       return False
+    if step in self._best.all_steps():
+      # Saved before the run was killed, and evaluated again after resuming from an
+      # older rolling checkpoint: the same state (training is deterministic).
+      return True
     return self._best.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state)), metrics={self._best_metric: value},
         force=True)

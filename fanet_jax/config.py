@@ -22,6 +22,11 @@ class ConfigError(ValueError):
   """An unknown experiment, an unknown config key or a malformed value."""
 
 
+POSITIVE_FIELDS = ('eval_every', 'checkpoint_every', 'keep_checkpoints', 'log_every',
+                   'batch_size', 'eval_batch_size', 'grad_accum_steps',
+                   'max_nonfinite_steps')
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
   """Everything one training + evaluation run needs. Defaults: docs/recipes.md section 2."""
@@ -114,6 +119,16 @@ class Config:
   # of hand and object).
   foreground_classes: tuple[int, ...] = ()
   seed: int = 0
+  # Keys a resumed run may change beyond fanet_jax/workdir.py's MAY_CHANGE.
+  allow_config_change: tuple[str, ...] = ()
+
+  def __post_init__(self):
+    # Intervals divide step numbers and counts keep checkpoints: below 1 they would
+    # fail mid-run (or delete every checkpoint), so they fail here, by name.
+    for key in POSITIVE_FIELDS:
+      value = getattr(self, key)
+      if not isinstance(value, int) or value < 1:
+        raise ConfigError(f'{key} must be a whole number of at least 1, got {value!r}')
 
 
 def _parse_value(key: str, text: str, annotation: Any) -> Any:

@@ -15,12 +15,24 @@ from fanet_jax.nonfinite import SKIPPED_KEY
 METRICS_FILE = 'metrics.jsonl'
 
 
+def write_atomically(path: str, text: str):
+  """Writes `text` to `path` through a temporary file and a rename: a reader (or a
+  run killed midway) sees the old file or the new one, never part of one."""
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w') as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
 class MetricWriter:
   """Appends `{"step": ..., **metrics}` lines to `workdir/metrics.jsonl`.
 
   On resume, lines from steps after the restored checkpoint (written by the run that
   died before it could checkpoint them) are dropped, so the log matches the state;
-  `last` holds the newest value of each key among the lines kept.
+  so is a line the dying run left half-written. `last` holds the newest value of each
+  key among the lines kept.
 
   Args:
     workdir: the run's directory.
@@ -38,12 +50,15 @@ class MetricWriter:
     if os.path.exists(path):
       with open(path) as f:
         for line in f:
-          record = json.loads(line) if line.strip() else None
+          try:
+            record = json.loads(line) if line.strip() else None
+          except json.JSONDecodeError:
+            print(f'{path}: dropped a line cut short by an earlier run: {line[:60]!r}')
+            continue
           if record is not None and record.get('step', 0) <= resume_step:
-            kept.append(line)
+            kept.append(line if line.endswith('\n') else line + '\n')
             self.last.update(record)
-    with open(path, 'w') as f:
-      f.writelines(kept)
+    write_atomically(path, ''.join(kept))
     self._file = open(path, 'a')
 
   def write(self, step: int, metrics: dict):

@@ -31,9 +31,11 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from fanet_jax import checkpoints, models, nonfinite, optim, pretrained, sharding, tasks
+from fanet_jax import config as config_lib
+from fanet_jax import workdir as workdir_lib
 from fanet_jax import train_step as train_step_lib
 from fanet_jax.config import Config, ConfigError
-from fanet_jax.progress import MetricWriter, ProgressBar
+from fanet_jax.progress import MetricWriter, ProgressBar, write_atomically
 
 RESULTS_FILE = 'results.json'
 
@@ -136,12 +138,32 @@ def train_and_evaluate(config: Config, workdir: str, *, devices=None) -> dict:
 
   Args:
     config: the resolved experiment config.
-    workdir: where checkpoints, `metrics.jsonl` and `results.json` go.
+    workdir: where checkpoints, `metrics.jsonl`, `config.json` and `results.json` go.
     devices: the devices to train on (default: every device of every process).
 
   Returns:
     The test-split metrics of the best checkpoint (as written to `results.json`).
+
+  Raises:
+    workdir_lib.WorkdirBusyError: another run holds `workdir`.
+    ConfigError: resuming with a config that differs in a key that may not change
+      (`workdir_lib.check_resume`).
   """
+  with workdir_lib.lock(workdir, enabled=jax.process_index() == 0):
+    return _train_and_evaluate(config, workdir, devices)
+
+
+def _write_config(config: Config, workdir: str, resuming: bool):
+  """Checks a resumed run's config against the one it started with, then records it."""
+  path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
+  if resuming and os.path.exists(path):
+    with open(path) as f:
+      workdir_lib.check_resume(json.load(f), config, workdir)
+  if jax.process_index() == 0:
+    write_atomically(path, config_lib.to_json(config))
+
+
+def _train_and_evaluate(config: Config, workdir: str, devices) -> dict:
   task = tasks.create(config)
   is_main = jax.process_index() == 0
   results_path = os.path.join(workdir, RESULTS_FILE)
@@ -173,6 +195,11 @@ def train_and_evaluate(config: Config, workdir: str, *, devices=None) -> dict:
                                   keep=config.keep_checkpoints,
                                   best_metric=task.best_metric)
   start_step = ckpt.latest_step() or 0
+  try:
+    _write_config(config, workdir, resuming=bool(start_step))
+  except ConfigError:
+    ckpt.close()
+    raise
   if start_step >= total_steps and os.path.exists(results_path):
     with open(results_path) as f:
       results = json.load(f)
@@ -188,6 +215,8 @@ def train_and_evaluate(config: Config, workdir: str, *, devices=None) -> dict:
   data_iter = iter(task.train_loader(sources[config.train_split], mesh))
   if start_step:
     state = ckpt.restore(abstract_state, data_iter)
+    # The newest readable checkpoint: older than `latest_step()` if that one was not.
+    start_step = int(np.asarray(state.step.addressable_data(0)))
     logging.info('Resumed from step %d', start_step)
     if is_main:
       print(f'Resuming from the checkpoint at step {start_step} in {workdir}')
@@ -268,13 +297,20 @@ def train_and_evaluate(config: Config, workdir: str, *, devices=None) -> dict:
 
   ckpt.wait()
   best_step = ckpt.best_step()
-  best = ckpt.restore_best(abstract_state) if best_step is not None else state
+  best = state
+  if best_step is not None:
+    try:
+      best = ckpt.restore_best(abstract_state)
+    except Exception as e:  # pylint: disable=broad-except  (any unreadable file)
+      if is_main:
+        print(f'The best checkpoint (step {best_step}) in {workdir} cannot be read '
+              f'({type(e).__name__}); testing the final state of step {step} instead')
+      best_step = None
   results = task.evaluate(model, _variables(best), sources[config.test_split], mesh)
   results['step'] = int(best_step if best_step is not None else step)
   results['split'] = config.test_split
   if is_main:
-    with open(results_path, 'w') as f:
-      json.dump(results, f, indent=2)
+    write_atomically(results_path, json.dumps(results, indent=2))
     writer.write(step, _summary(config.test_split, task, results))
     print(f'\n{config.test_split} split, best {config.eval_split} checkpoint '
           f'(step {results["step"]}):')

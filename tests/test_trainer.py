@@ -15,7 +15,7 @@ import pytest
 
 import launch
 from fanet_jax import sharding, trainer
-from fanet_jax.config import Config
+from fanet_jax.config import Config, ConfigError
 from fanet_jax.nonfinite import NonFiniteError
 
 NUM_STEPS = 4
@@ -83,6 +83,9 @@ def test_interrupted_run_resumes_to_the_same_state(config, tmp_path, monkeypatch
   # A third run reports the finished run instead of training again.
   _train(config, interrupted)
   assert 'already finished' in capsys.readouterr().out
+  # Resuming with another number of classes is refused, naming the change.
+  with pytest.raises(ConfigError, match=r'config differs from the run in .*num_classes 5 -> 3'):
+    _train(dataclasses.replace(config, num_classes=3), interrupted)
 
   # Evaluation only, from the first run's workdir: the same test confusion matrix.
   evaluated = _train(

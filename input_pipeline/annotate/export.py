@@ -54,6 +54,18 @@ def _sync(split_dir: str, sources: dict[str, tuple[str, str]]) -> None:
     os.rmdir(split_dir)  # An empty split folder would fail the TFDS builder.
 
 
+def _check_apart(depth_dir: str, out: str):
+  """Refuses a capture folder inside `out/{train,val}`: the export deletes there
+  every file that is not an accepted frame, which would take the inputs with it."""
+  source = os.path.realpath(depth_dir)
+  for split in SPLITS:
+    target = os.path.realpath(os.path.join(out, split))
+    if os.path.commonpath([source, target]) == target:
+      raise DataError(f'{depth_dir}: the capture\'s depth maps lie inside {target}, '
+                      'which the export rewrites (deleting files that are not accepted '
+                      'frames); pass the folder the capture was saved to')
+
+
 def export(out: str, depth_dir: str, review: str, pattern: re.Pattern,
            val_fraction: float) -> dict[str, int]:
   """Pass 2: exports the accepted frames of `review` to `out/{train,val}/`.
@@ -69,9 +81,11 @@ def export(out: str, depth_dir: str, review: str, pattern: re.Pattern,
     split -> number of frames exported.
 
   Raises:
-    DataError: a bad review list, accepted frames without a mask or depth map,
-      or no accepted frame in train.
+    DataError: the depth folder lies inside the folders the export rewrites, a bad
+      review list, accepted frames without a mask or depth map, or no accepted frame
+      in train.
   """
+  _check_apart(depth_dir, out)
   decisions = contact_sheet.read_review(review)
   mask_dir = os.path.join(out, first_pass.WORK_DIR, 'mask')
   depths = frames.files_by_id(depth_dir, ('.png',))
