@@ -21,16 +21,15 @@ so an interrupted run resumes in whichever phase it was.
 import functools
 import json
 import os
-import signal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
-from jax.experimental import multihost_utils
 
-from fanet_jax import checkpoints, models, nonfinite, optim, pretrained, sharding, tasks
+from fanet_jax import (checkpoints, models, nonfinite, optim, pretrained, sharding,
+                       stopping, tasks)
 from fanet_jax import config as config_lib
 from fanet_jax import workdir as workdir_lib
 from fanet_jax import train_step as train_step_lib
@@ -38,37 +37,6 @@ from fanet_jax.config import Config, ConfigError
 from fanet_jax.progress import MetricWriter, ProgressBar, write_atomically
 
 RESULTS_FILE = 'results.json'
-
-
-class _StopRequest:
-  """Turns SIGTERM (a scheduler's pre-emption notice) into a flag the loop checks.
-
-  With several processes the signal reaches each at a slightly different step, but
-  the checkpoint is written by all of them together: `agreed(step)` compares the
-  flags of every process every `sync_every` steps (a tiny all-gather), so they stop
-  after the same step.
-  """
-
-  def __init__(self, sync_every: int = 10):
-    self.requested = False
-    self._sync_every = sync_every
-    try:
-      signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # Not the main thread (e.g. inside some test runners).
-      pass
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
-
-  def agreed(self, step: int) -> bool:
-    """Whether every process should stop after `step`."""
-    if jax.process_count() == 1:
-      return self.requested
-    if step % self._sync_every:
-      return False
-    flags = multihost_utils.process_allgather(np.int32(self.requested))
-    return bool(np.any(flags))
 
 
 def _optimizer(config: Config, total_steps: int, abstract_params, abstract_stats):
@@ -240,7 +208,7 @@ def _train_and_evaluate(config: Config, workdir: str, devices) -> dict:
   skipped = nonfinite.SkippedSteps(
       config.max_nonfinite_steps, total=int(writer.last.get(nonfinite.SKIPPED_KEY, 0)))
   progress = ProgressBar(start_step, total_steps, config.batch_size, enabled=is_main)
-  stop = _StopRequest()
+  stop = stopping.StopRequest()
   step = start_step
   try:
     while step < total_steps:
@@ -283,16 +251,23 @@ def _train_and_evaluate(config: Config, workdir: str, devices) -> dict:
                            f'finite at step {step}: not a candidate for best/')
       if stop.agreed(step):
         ckpt.save_now(step, state, data_iter)
-        raise SystemExit(f'Stopped by SIGTERM at step {step}; checkpoint saved. '
-                         'Run the same command again to resume.')
+        raise SystemExit(f'Stopped by {stop.signal_name} at step {step}; checkpoint '
+                         'saved. Run the same command again to resume.')
   except nonfinite.NonFiniteError:
     ckpt.close()  # let earlier (finite) saves finish
     raise
   except KeyboardInterrupt:
+    if any(x.is_deleted() for x in jax.tree.leaves(state)):
+      # Interrupted inside a step, whose input state was donated: nothing to save.
+      ckpt.close()
+      raise SystemExit(f'Interrupted during step {step + 1}, not saved; the newest '
+                       f'checkpoint is step {ckpt.latest_step() or 0}. Run the same '
+                       'command again to resume from it.') from None
     ckpt.save_now(step, state, data_iter)
     raise SystemExit(f'Interrupted at step {step}; checkpoint saved. '
                      'Run the same command again to resume.') from None
   finally:
+    stop.close()
     progress.close()
 
   ckpt.wait()

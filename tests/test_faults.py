@@ -7,12 +7,13 @@ around its own inputs) and checks what must hold afterwards.
 import json
 import os
 import re
+import signal
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fanet_jax import checkpoints
+from fanet_jax import checkpoints, stopping
 from fanet_jax import config as config_lib
 from fanet_jax.progress import METRICS_FILE, MetricWriter, write_atomically
 from input_pipeline.annotate import export, frames
@@ -126,3 +127,22 @@ def test_export_refuses_a_capture_inside_its_own_output(tmp_path):
     export.export(str(out), str(depth), str(review),
                   re.compile(frames.RECORDING_REGEX), 0.1)
   assert (depth / 'rec_0001.png').read_bytes() == b'capture'
+
+
+def test_sigterm_and_a_first_ctrl_c_only_ask_the_loop_to_stop():
+  previous = signal.getsignal(signal.SIGINT)
+  stop = stopping.StopRequest()
+  try:
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert stop.agreed(1) and stop.signal_name == 'SIGTERM'
+  finally:
+    stop.close()
+  assert signal.getsignal(signal.SIGINT) is previous
+  stop = stopping.StopRequest()
+  try:
+    os.kill(os.getpid(), signal.SIGINT)
+    assert stop.signal_name == 'SIGINT'
+    with pytest.raises(KeyboardInterrupt):  # the second Ctrl-C: quit without saving
+      os.kill(os.getpid(), signal.SIGINT)
+  finally:
+    stop.close()

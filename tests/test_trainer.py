@@ -7,6 +7,7 @@ run must not train again.
 import dataclasses
 import json
 import os
+import signal
 
 import jax
 import numpy as np
@@ -57,19 +58,21 @@ def test_interrupted_run_resumes_to_the_same_state(config, tmp_path, monkeypatch
   assert [l['step'] for l in lines if 'loss' in l] == [1, 2, 3, 4]
   assert any('val/mIoU' in l for l in lines) and any('test/mIoU' in l for l in lines)
 
-  # Interrupt the second run just before its third step (after the step-2 checkpoint).
+  # A real Ctrl-C (SIGINT) while the second run evaluates at step 2 (the third batch
+  # sharded is the first evaluation batch): the evaluation finishes, then the run
+  # saves and exits.
   interrupted = str(tmp_path / 'interrupted')
   calls = {'n': 0}
   original = sharding.shard_batch
 
-  def flaky_shard_batch(batch, mesh):
+  def interrupting_shard_batch(batch, mesh):
     calls['n'] += 1
     if calls['n'] == 3:
-      raise KeyboardInterrupt
+      os.kill(os.getpid(), signal.SIGINT)
     return original(batch, mesh)
 
-  monkeypatch.setattr(sharding, 'shard_batch', flaky_shard_batch)
-  with pytest.raises(SystemExit, match='Interrupted at step 2; checkpoint saved'):
+  monkeypatch.setattr(sharding, 'shard_batch', interrupting_shard_batch)
+  with pytest.raises(SystemExit, match='Stopped by SIGINT at step 2; checkpoint saved'):
     _train(config, interrupted)
   monkeypatch.setattr(sharding, 'shard_batch', original)
   capsys.readouterr()
