@@ -257,10 +257,11 @@ def _train_and_evaluate(config: Config, workdir: str, devices) -> dict:
     ckpt.close()  # let earlier (finite) saves finish
     raise
   except KeyboardInterrupt:
-    if any(x.is_deleted() for x in jax.tree.leaves(state)):
-      # Interrupted inside a step, whose input state was donated: nothing to save.
-      ckpt.close()
-      raise SystemExit(f'Interrupted during step {step + 1}, not saved; the newest '
+    if stop.signal_name == 'SIGINT' or any(x.is_deleted() for x in jax.tree.leaves(state)):
+      # A second Ctrl-C (quit without saving), or one inside a step, whose input
+      # state was donated: nothing to save.
+      ckpt.close()  # lets saves already started finish
+      raise SystemExit(f'Interrupted after step {step}, not saved; the newest '
                        f'checkpoint is step {ckpt.latest_step() or 0}. Run the same '
                        'command again to resume from it.') from None
     ckpt.save_now(step, state, data_iter)
