@@ -22,6 +22,7 @@ import grain.python as grain
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
+from jax.experimental import multihost_utils
 
 TMP_MARK = '.orbax-checkpoint-tmp'
 UNREADABLE_SUFFIX = '.unreadable'
@@ -140,7 +141,6 @@ class Checkpointer:
             'the previous one')
       os.replace(path, path + UNREADABLE_SUFFIX)
     if jax.process_count() > 1:
-      from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
       multihost_utils.sync_global_devices(f'set aside checkpoint {step}')
     self._manager.reload()
 

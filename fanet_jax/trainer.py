@@ -144,21 +144,7 @@ def _train_and_evaluate(config: Config, workdir: str, devices) -> dict:
         f'devices = {config.grad_accum_steps} x {mesh.size} (set batch_size, or make '
         'fewer devices visible, e.g. CUDA_VISIBLE_DEVICES)')
 
-  model = _model(config)
-  channels = task.image_channels
-  init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
-  abstract_variables = jax.eval_shape(
-      functools.partial(model.init, train=True),
-      {'params': init_rng, 'dropout': init_rng}, jnp.zeros((1, 64, 64, channels)))
-  schedule, tx = _optimizer(config, total_steps, abstract_variables['params'],
-                            abstract_variables.get('batch_stats', {}))
-  init = jax.jit(functools.partial(train_step_lib.init_state, model, tx,
-                                   image_shape=(1, 64, 64, channels)),
-                 out_shardings=replicated)
-  abstract_state = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
-      jax.eval_shape(init, init_rng))
-
+  # Before the model is traced: a refused config or a finished run answers at once.
   ckpt = checkpoints.Checkpointer(workdir, save_every=config.checkpoint_every,
                                   keep=config.keep_checkpoints,
                                   best_metric=task.best_metric)
@@ -177,6 +163,21 @@ def _train_and_evaluate(config: Config, workdir: str, devices) -> dict:
       print(task.format_table(results))
     ckpt.close()
     return results
+
+  model = _model(config)
+  channels = task.image_channels
+  init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
+  abstract_variables = jax.eval_shape(
+      functools.partial(model.init, train=True),
+      {'params': init_rng, 'dropout': init_rng}, jnp.zeros((1, 64, 64, channels)))
+  schedule, tx = _optimizer(config, total_steps, abstract_variables['params'],
+                            abstract_variables.get('batch_stats', {}))
+  init = jax.jit(functools.partial(train_step_lib.init_state, model, tx,
+                                   image_shape=(1, 64, 64, channels)),
+                 out_shardings=replicated)
+  abstract_state = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+      jax.eval_shape(init, init_rng))
 
   sources = task.load_sources((config.train_split, config.eval_split,
                                config.test_split))
