@@ -8,8 +8,16 @@ manual directories) and opens one split as an array_record data source: random
 access, `len()`, pickleable, so grain can shard it per JAX process and read it from
 worker processes. Neither preparing nor reading needs TensorFlow (PNG bytes are
 written and decoded by PIL).
+
+Preparing is safe to kill and to start from several runs at once: one preparation
+at a time holds a lock beside the data set, removes what a killed one left and
+writes into a temporary folder that TFDS renames when the data set is complete. A
+manual data set already prepared is checked against its manual directory, so an
+edited folder is refused rather than silently ignored.
 """
+import fcntl
 import os
+import shutil
 from typing import Any
 
 import numpy as np
@@ -43,6 +51,8 @@ MANUAL_LAYOUT_CHECKS = {
     'zero_waste_f': zerowaste.find_pairs,
     'inter_seg_hands': interseg.find_pairs,
 }
+# Held, beside the data set's version folders, by the one process preparing it.
+PREPARE_LOCK = '.prepare.lock'
 
 
 class SegmentationSource:
@@ -104,6 +114,31 @@ def make_builder(name: str, *, data_dir: str,
                      file_format='array_record')
 
 
+def _prepare(builder: tfds.core.DatasetBuilder, name: str, manual_dir: str | None,
+             builder_config: str | None) -> tfds.core.DatasetBuilder:
+  """Prepares the data set of `builder`, unless another run did while this one waited.
+
+  Returns:
+    A builder of the prepared data set.
+  """
+  folder = builder.data_path.parent
+  folder.mkdir(parents=True, exist_ok=True)
+  with open(os.path.join(folder, PREPARE_LOCK), 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # Released on closing, and when the process dies.
+    if builder.data_path.exists() and builder.is_prepared():  # By the run we waited for.
+      return make_builder(name, data_dir=builder.data_dir_root,
+                          builder_config=builder_config)
+    # A preparation killed outright leaves TFDS's temporary folder
+    # `incomplete.XXXXXX_<version>` behind, which TFDS never reuses nor removes (each
+    # preparation draws a new name); under the lock none of them is in use.
+    for stale in folder.glob(f'{tfds.core.constants.INCOMPLETE_PREFIX}*_'
+                             f'{builder.data_path.name}'):
+      shutil.rmtree(stale)
+    download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+    builder.download_and_prepare(download_config=download_config)
+  return builder
+
+
 def load_source(name: str, split: str, *, data_dir: str, manual_dir: str | None = None,
                 builder_config: str | None = None) -> SegmentationSource:
   """Opens one split of a data set, preparing the data set first if needed.
@@ -112,8 +147,8 @@ def load_source(name: str, split: str, *, data_dir: str, manual_dir: str | None 
     name: a key of `BUILDERS`, see `make_builder`.
     split: 'train', 'val' or 'test'.
     data_dir: TFDS data directory (prepared data sets live under it).
-    manual_dir: where ZeroWaste-f or InterSegHands was put; only read while
-      preparing it.
+    manual_dir: where ZeroWaste-f or InterSegHands was put; read while preparing
+      it, and afterwards, where given and present, compared with what was prepared.
     builder_config: builder config name, see `make_builder`.
 
   Returns:
@@ -125,17 +160,20 @@ def load_source(name: str, split: str, *, data_dir: str, manual_dir: str | None 
     DataError: unknown name, config or split, or a split the prepared data set does
       not have (InterSegHands without val / test); for the manual data sets, a
       manual directory that is missing, not in the expected layout, or holds a bad
-      file.
+      file, or, once prepared, a manual directory changed since (a resumed run must
+      not train on other data than it started with).
   """
   builder = make_builder(name, data_dir=data_dir, builder_config=builder_config)
   if split not in SPLITS:
     raise DataError(f'Unknown split {split!r} of {name}; valid: {list(SPLITS)}.')
   # (`is_prepared` alone logs a warning when the folder does not exist yet.)
-  if not (builder.data_path.exists() and builder.is_prepared()):
-    if name in MANUAL_LAYOUT_CHECKS:
+  if builder.data_path.exists() and builder.is_prepared():
+    if name in MANUAL_LAYOUT_CHECKS and manual_dir and os.path.isdir(manual_dir):
+      builder.check_unchanged(manual_dir)
+  else:
+    if name in MANUAL_LAYOUT_CHECKS:  # The whole folder, before anything is written.
       MANUAL_LAYOUT_CHECKS[name](manual_dir)
-    download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
-    builder.download_and_prepare(download_config=download_config)
+    builder = _prepare(builder, name, manual_dir, builder_config)
   if split not in builder.info.splits:
     raise DataError(f'{name} in {builder.data_dir} has no split {split!r}; it has '
                     f'{sorted(builder.info.splits)}.')

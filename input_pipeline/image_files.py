@@ -11,11 +11,16 @@ benchmark:
   run leaves no half-written file.
 - `open_fully` / `open_png`: reads and decodes every pixel at once, so a truncated
   file fails on reading, with a `DataError` naming it.
+- `png_bit_depth` / `describe_mode`: what a PNG holds, for the checks of its mode.
 - `files_by_stem`: the files of one folder by stem, the key that pairs an image
-  with its label (or a colour frame with its depth map).
+  with its label (or a colour frame with its depth map). Each file is checked on
+  listing (`check_file`): a dangling symbolic link, a folder named like an image, a
+  file that cannot be opened or a file name that is not UTF-8 fails the layout pass,
+  before anything is read or written.
 - `check_label_map`: a label map against its image: 8-bit single-channel, same
   size, values below the number of classes or the ignore label.
 """
+import errno
 import io
 import os
 from typing import Any, BinaryIO
@@ -101,18 +106,81 @@ def open_fully(file: str | BinaryIO, path: str, kind: str = 'image') -> Image.Im
   return image
 
 
+def printable(path: str) -> str:
+  """`path` as text that prints anywhere: bytes that are not UTF-8 as `\\xff` escapes."""
+  return os.fsencode(path).decode('utf-8', 'backslashreplace')
+
+
+def _unreadable(path: str, error: OSError,
+                way_out: str = 'make it readable or remove it') -> DataError:
+  reason = (error.strerror or str(error)).lower()
+  return DataError(f'{path}: cannot be read ({reason}); {way_out}.')
+
+
+def check_file(path: str) -> None:
+  """Checks that `path` is a file this process can open (nothing is read).
+
+  Args:
+    path: a name listed in a data set's folder.
+
+  Raises:
+    DataError: naming `path`: a symbolic link to a file that does not exist, a
+      directory, or a file that cannot be opened (permission denied, ...).
+  """
+  if os.path.islink(path):
+    try:
+      os.stat(path)
+    except OSError as e:
+      if e.errno != errno.ENOENT:  # A loop of links, ...
+        raise _unreadable(path, e) from e
+      raise DataError(f'{path}: a symbolic link to {os.path.realpath(path)}, which does '
+                      'not exist; restore that file or remove the link.') from e
+  if os.path.isdir(path):
+    raise DataError(f'{path}: is a directory, not an image file; move it out of '
+                    f'{os.path.dirname(path)}.')
+  try:
+    with open(path, 'rb'):
+      pass
+  except OSError as e:
+    raise _unreadable(path, e) from e
+
+
 def open_png(path: str) -> tuple[Image.Image, bytes]:
   """Reads and fully decodes one PNG; returns the image and the file's bytes.
 
   Raises:
-    DataError: the file is not a readable image, or an image but not a PNG.
+    DataError: the file cannot be read (permission denied, gone, ...), is not a
+      readable image, or is an image but not a PNG.
   """
-  with open(path, 'rb') as f:
-    data = f.read()
+  try:
+    with open(path, 'rb') as f:
+      data = f.read()
+  except OSError as e:
+    raise _unreadable(path, e) from e
   image = open_fully(io.BytesIO(data), path, 'PNG')
   if image.format != 'PNG':
     raise DataError(f'{path}: is a {image.format} file, expected PNG.')
   return image, data
+
+
+def png_bit_depth(data: bytes) -> int:
+  """Bits per sample of PNG bytes (1, 2, 4, 8 or 16), from the file's header.
+
+  Only the header tells: PIL reads a 16-bit RGB or RGBA PNG as 8-bit, dropping the
+  low byte of every sample.
+  """
+  return data[24]  # Signature (8), IHDR length and type (8), width, height (8).
+
+
+def describe_mode(image: Image.Image, data: bytes) -> str:
+  """What a decoded PNG holds, in words: '16-bit RGB', 'RGB with alpha', ..."""
+  bits = png_bit_depth(data)
+  words = {'1': '1-bit grey', 'L': f'{bits}-bit grey', 'P': 'palette',
+           'PA': 'palette with alpha', 'LA': f'{bits}-bit grey with alpha',
+           'RGB': f'{bits}-bit RGB', 'RGBA': f'{bits}-bit RGB with alpha',
+           'I': '32-bit grey', 'F': 'floating-point grey',
+           **{mode: '16-bit grey' for mode in DEPTH_MODES[:3]}}
+  return words.get(image.mode, f'{len(image.getbands())}-channel')
 
 
 def files_by_stem(directory: str, extensions: tuple[str, ...] = ('.png',),
@@ -130,15 +198,28 @@ def files_by_stem(directory: str, extensions: tuple[str, ...] = ('.png',),
     stem -> path, in file-name order.
 
   Raises:
-    DataError: two files with one stem (e.g. a.png and a.PNG), or white space in a
-      stem when `reject_spaces`; the first such file (in name order) is named.
+    DataError: the folder cannot be listed; a file name that is not UTF-8 (the
+      data sets store file names as text); a file that `check_file` refuses; two
+      files with one stem (e.g. a.png and a.PNG), or white space in a stem when
+      `reject_spaces`. The first such file (in name order) is named.
   """
+  try:
+    names = sorted(os.listdir(directory))
+  except OSError as e:
+    raise _unreadable(directory, e, 'make the folder readable') from e
   paths = {}
-  for name in sorted(os.listdir(directory)):
+  for name in names:
     stem, ext = os.path.splitext(name)
     if ext.lower() not in extensions:
       continue
     path = os.path.join(directory, name)
+    try:
+      name.encode('utf-8')  # Bytes that are not UTF-8 come back from listdir as surrogates.
+    except UnicodeEncodeError as e:
+      raise DataError(f'{printable(path)}: the file name is not valid UTF-8; file names '
+                      'must be UTF-8, since the data set stores them as text: rename '
+                      'the file.') from e
+    check_file(path)
     if stem in paths:
       raise DataError(f'{path}: a second file with stem {stem!r} (also {paths[stem]}); '
                       f'{pairing} pair by stem.')

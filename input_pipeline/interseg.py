@@ -142,6 +142,7 @@ class InterSegHands(builders.PairFolderBuilder):
   """InterSegHands hand / object segmentation from depth (3 classes, ignore 255)."""
 
   TITLE = 'InterSegHands'
+  FOLDERS = (DEPTH_DIR, MASK_DIR)
   find_pairs = staticmethod(find_pairs)
   read_pair = staticmethod(read_pair)
 

@@ -10,7 +10,9 @@ who unpacks it into a folder in the official layout
 checks every file once (pairs, decodability, sizes, label values) and raises
 `DataError` naming the file, so a broken download fails before training, not hours
 into it. Images are stored as PNG bytes (the original file where it already is an
-RGB / 8-bit single-channel PNG), so no TensorFlow is needed to write or read them.
+8-bit RGB / 8-bit single-channel PNG), so no TensorFlow is needed to write or read
+them. An 8-bit grey or palette frame is stored converted to RGB, which loses
+nothing; a 16-bit frame or one with alpha is refused, since converting it would.
 """
 import os
 
@@ -27,6 +29,8 @@ CLASSES = ('background', 'rigid_plastic', 'cardboard', 'metal', 'soft_plastic')
 PALETTE = ((10, 10, 10), (6, 230, 230), (4, 200, 3), (204, 5, 255), (235, 255, 7))
 NUM_CLASSES = len(CLASSES)
 IGNORE_INDEX = 255
+# PIL modes of frames stored converted to RGB: every pixel is one RGB colour, exactly.
+LOSSLESS_TO_RGB = ('1', 'L', 'P')
 LAYOUT = ('{train,val,test}/data/*.PNG (RGB frames) and {train,val,test}/sem_seg/*.PNG '
           '(8-bit single-channel labels 0..4, 255 = ignore), image and label sharing '
           'a file stem')
@@ -79,16 +83,23 @@ def read_pair(image_path: str, label_path: str) -> tuple[bytes, bytes]:
     label_path: its label map.
 
   Returns:
-    (image PNG bytes, RGB; label PNG bytes, single-channel 8-bit).
+    (image PNG bytes, 8-bit RGB; label PNG bytes, single-channel 8-bit).
 
   Raises:
-    DataError: unreadable file, label not single-channel 8-bit, sizes differ, or a
-      label value outside 0..4 that is not 255.
+    DataError: unreadable file, image neither 8-bit RGB nor convertible to it without
+      loss (16 bits, alpha), label not single-channel 8-bit, sizes differ, or a label
+      value outside 0..4 that is not 255.
   """
   image, image_bytes = image_files.open_png(image_path)
   label, label_bytes = image_files.open_png(label_path)
-  if image.mode != 'RGB':  # Stored as RGB so that every example has 3 channels.
+  if image.mode in LOSSLESS_TO_RGB:  # Stored as RGB so that every example has 3 channels.
     image_bytes = image_files.png_bytes(image.convert('RGB'))
+  elif image.mode != 'RGB' or image_files.png_bit_depth(image_bytes) != 8:
+    what = image_files.describe_mode(image, image_bytes)
+    raise DataError(f'{image_path}: image is {what} (PIL mode {image.mode!r}); expected '
+                    'an 8-bit RGB PNG (8-bit grey and palette PNGs are converted to RGB, '
+                    'losslessly). Converting this one would lose data: convert it '
+                    'yourself or remove it.')
   image_files.check_label_map(label, label_path, image, image_path, NUM_CLASSES,
                               IGNORE_INDEX)
   return image_bytes, label_bytes
@@ -103,6 +114,7 @@ class ZeroWasteF(builders.PairFolderBuilder):
   """ZeroWaste-f semantic segmentation (5 classes, ignore label 255)."""
 
   TITLE = 'ZeroWaste-f'
+  FOLDERS = (IMAGE_DIR, LABEL_DIR)
   find_pairs = staticmethod(find_pairs)
   read_pair = staticmethod(read_pair)
 
