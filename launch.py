@@ -12,6 +12,7 @@ started with (fanet_jax/workdir.py). Running the same command again resumes from
 workdir's newest readable checkpoint.
 """
 import argparse
+import errno
 import os
 import sys
 
@@ -60,6 +61,7 @@ def main(argv=None) -> int:
   from fanet_jax.runtime import allocator, xla_cpu
   from fanet_jax.nonfinite import NonFiniteError
   from fanet_jax.pretrained import PretrainedError
+  from fanet_jax.stopping import Stopped
 
   xla_cpu.configure()  # before JAX starts its backend (xla_cpu.py)
   try:
@@ -78,6 +80,20 @@ def main(argv=None) -> int:
   except (NonFiniteError, CheckpointError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
+  except Stopped as e:  # 75 after SIGTERM (a scheduler may requeue), 130 after Ctrl-C
+    print(e, file=sys.stderr)
+    return e.exit_code
+  except OSError as e:  # a log or data file; checkpoints: CheckpointError above
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+      raise
+    print(f'error: writing {e.filename or "a file of the run"} failed ({e.strerror}); '
+          'make room, then run the same command again to resume', file=sys.stderr)
+    return 1
+  except KeyboardInterrupt:  # outside the training loop: preparing data, compiling
+    print('Interrupted before training started or after it ended; the checkpoints '
+          'in the workdir are as they were. Run the same command again to go on.',
+          file=sys.stderr)
+    return 130
   return 0
 
 

@@ -11,10 +11,14 @@ What a killed run leaves behind is made good on the next start: Orbax's unfinish
 `*.orbax-checkpoint-tmp-*` folders (a save that never committed) are removed, a
 newest checkpoint that cannot be read is set aside (renamed `<step>.unreadable`) and
 the one before it restored, and a best state saved before the kill is not saved
-again when the resumed run evaluates the same step.
+again when the resumed run evaluates the same step. A save that fails to write (a
+full disk, a quota) ends the run with one `CheckpointError` line naming the step, the
+reason and the newest complete checkpoint, after removing the partial files.
 """
+import contextlib
 import math
 import os
+import re
 import shutil
 from typing import Any, Optional
 
@@ -29,7 +33,7 @@ UNREADABLE_SUFFIX = '.unreadable'
 
 
 class CheckpointError(RuntimeError):
-  """No checkpoint of a run could be restored."""
+  """No checkpoint of a run could be restored, or one could not be written."""
 
 
 def remove_unfinished_saves(directory: str) -> list[str]:
@@ -53,6 +57,27 @@ def _first_line(error: Exception) -> str:
   return f'{type(error).__name__}: {text[0] if text else ""}'.rstrip(': ')
 
 
+def _write_failure(error: Exception) -> str:
+  """Why a write failed, in the operating system's words where it gave any.
+
+  Orbax's Python writes raise OSError; its array writes (tensorstore) raise a
+  ValueError of one long line that ends in `[os_error_code='28']`.
+  """
+  if isinstance(error, OSError) and error.strerror:
+    return error.strerror
+  code = re.search(r"os_error_code='(\d+)'", str(error))
+  if code:
+    return os.strerror(int(code.group(1)))
+  return _first_line(error)[:200]
+
+
+def _committed_steps(directory: str) -> list[int]:
+  """Steps with a finished save in a checkpoint folder, read from the disk."""
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+
+
 class Checkpointer:
   """Rolling checkpoints every `save_every` steps, the last `keep` kept, plus the best.
 
@@ -67,7 +92,9 @@ class Checkpointer:
                best_metric: str = 'mIoU'):
     self._best_metric = best_metric
     workdir = os.path.abspath(workdir)
+    self._workdir = workdir
     self._directory = os.path.join(workdir, 'checkpoints')
+    self._started = None  # the step of the newest save started
     if jax.process_index() == 0:
       for folder in ('checkpoints', 'best'):
         for path in remove_unfinished_saves(os.path.join(workdir, folder)):
@@ -95,7 +122,11 @@ class Checkpointer:
     items = {'state': ocp.args.StandardSave(state)}
     if data_iterator is not None:
       items['data'] = grain.PyGrainCheckpointSave(data_iterator)
-    return self._manager.save(step, args=ocp.args.Composite(**items), force=force)
+    with self._writing():  # also where the previous save's failure surfaces
+      started = self._manager.save(step, args=ocp.args.Composite(**items), force=force)
+    if started:
+      self._started = step
+    return started
 
   def save_now(self, step: int, state: Any, data_iterator: Optional[Any] = None):
     """Saves at once, unless `step` is already saved; waits until it is on disk.
@@ -105,6 +136,8 @@ class Checkpointer:
     if self._manager.latest_step() != step:
       self.save(step, state, data_iterator, force=True)
     self.close()
+    if jax.process_count() > 1:  # no process exits before every one has saved
+      multihost_utils.sync_global_devices(f'saved step {step} to stop')
 
   def restore(self, abstract_state: Any, data_iterator: Optional[Any] = None,
               step: Optional[int] = None) -> Any:
@@ -124,6 +157,8 @@ class Checkpointer:
     if step is not None:
       return self._manager.restore(step, args=ocp.args.Composite(**items))['state']
     for candidate in sorted(self._manager.all_steps(), reverse=True):
+      if data_iterator is not None:
+        self._check_process_count(candidate)
       try:
         return self._manager.restore(candidate, args=ocp.args.Composite(**items))['state']
       except Exception as e:  # pylint: disable=broad-except  (any unreadable file)
@@ -131,6 +166,25 @@ class Checkpointer:
     raise CheckpointError(f'{self._directory}: no checkpoint could be restored (each '
                           f'was renamed *{UNREADABLE_SUFFIX}); start again with a new '
                           '--workdir')
+
+  def _check_process_count(self, step: int):
+    """Refuses a checkpoint whose data-iterator positions were saved by another
+    number of processes (grain saves one per process, `process_<i>-of-<n>.json`):
+    it is readable, but not by this run.
+
+    Raises:
+      CheckpointError: naming both process counts.
+    """
+    folder = os.path.join(self._directory, str(step), 'data')
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    counts = {int(match.group(1)) for match in
+              (re.fullmatch(r'process_\d+-of-(\d+)\.json', name) for name in names)
+              if match}
+    if len(counts) == 1 and counts != {jax.process_count()}:
+      raise CheckpointError(
+          f'the checkpoint at step {step} in {self._directory} was written by '
+          f'{counts.pop()} processes and this run has {jax.process_count()}: resume it '
+          'with as many processes (each saved its own position in the data)')
 
   def _set_aside(self, step: int, error: Exception):
     """Renames an unreadable step folder so that Orbax no longer lists it."""
@@ -159,9 +213,11 @@ class Checkpointer:
       # Saved before the run was killed, and evaluated again after resuming from an
       # older rolling checkpoint: the same state (training is deterministic).
       return True
-    return self._best.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state)), metrics={self._best_metric: value},
-        force=True)
+    self._started = step
+    with self._writing():
+      return self._best.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state)), metrics={self._best_metric: value},
+          force=True)
 
   def due(self, step: int) -> bool:
     """Whether `save(step, ...)` without `force` would write a checkpoint."""
@@ -178,13 +234,42 @@ class Checkpointer:
 
   def wait(self):
     """Blocks until background saves are on disk."""
-    self._manager.wait_until_finished()
-    self._best.wait_until_finished()
+    with self._writing():
+      self._manager.wait_until_finished()
+      self._best.wait_until_finished()
 
   def close(self):
     """Waits for pending saves and releases the managers."""
-    self._manager.close()
-    self._best.close()
+    with self._writing():
+      self._manager.close()
+      self._best.close()
+
+  @contextlib.contextmanager
+  def _writing(self):
+    """Turns a failed save (raised when it is started or waited for) into one
+    `CheckpointError` line, after removing what the save left unfinished."""
+    try:
+      yield
+    except Exception as error:  # pylint: disable=broad-except  (any failed write)
+      raise self._save_failed(error) from error
+
+  def _save_failed(self, error: Exception) -> CheckpointError:
+    for manager in (self._manager, self._best):
+      try:
+        manager.close()
+      except Exception:  # pylint: disable=broad-except  (the same failure again)
+        pass
+    if jax.process_index() == 0:
+      for folder in (self._directory, os.path.join(self._workdir, 'best')):
+        remove_unfinished_saves(folder)
+    free = shutil.disk_usage(self._workdir).free / 2**20
+    steps = _committed_steps(self._directory)
+    newest = (f'the newest complete checkpoint is step {steps[-1]}' if steps else
+              'no complete checkpoint is left')
+    return CheckpointError(
+        f'saving the checkpoint of step {self._started} in {self._workdir} failed '
+        f'({_write_failure(error)}; {free:.0f} MiB free there); its partial files were '
+        f'removed and {newest}. Make room, then run the same command again')
 
 
 def abstract_like(tree: Any) -> Any:

@@ -54,6 +54,25 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Arra
                     opt_state=tx.init(params))
 
 
+def state_shapes(tx: optax.GradientTransformation, variables: Any) -> TrainState:
+  """The shapes and dtypes of `init_state`'s result, from those of the model's
+  variables (`jax.eval_shape` of `model.init`), without tracing the model again.
+
+  Args:
+    tx: the optimiser.
+    variables: {'params': ..., 'batch_stats': ... (if the model has any)} of
+      `jax.ShapeDtypeStruct`s.
+
+  Returns:
+    A TrainState of `jax.ShapeDtypeStruct`s.
+  """
+  def state(variables):
+    return TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
+                      batch_stats=variables.get('batch_stats', {}),
+                      opt_state=tx.init(variables['params']))
+  return jax.eval_shape(state, variables)
+
+
 def micro_batches(batch: dict, count: int) -> dict:
   """Cuts (B, ...) arrays into (count, B / count, ...): micro-batch i holds examples
   i, i + count, i + 2 count, ..., so a batch sharded over devices along B stays

@@ -177,7 +177,7 @@ def _train_and_evaluate(config: Config, workdir: str, devices) -> dict:
                  out_shardings=replicated)
   abstract_state = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
-      jax.eval_shape(init, init_rng))
+      train_step_lib.state_shapes(tx, abstract_variables))
 
   sources = task.load_sources((config.train_split, config.eval_split,
                                config.test_split))
@@ -209,7 +209,8 @@ def _train_and_evaluate(config: Config, workdir: str, devices) -> dict:
   skipped = nonfinite.SkippedSteps(
       config.max_nonfinite_steps, total=int(writer.last.get(nonfinite.SKIPPED_KEY, 0)))
   progress = ProgressBar(start_step, total_steps, config.batch_size, enabled=is_main)
-  stop = stopping.StopRequest()
+  # Processes agree on a stop every 10 steps, or every checkpoint interval if shorter.
+  stop = stopping.StopRequest(sync_every=min(10, config.checkpoint_every))
   step = start_step
   try:
     while step < total_steps:
@@ -252,8 +253,9 @@ def _train_and_evaluate(config: Config, workdir: str, devices) -> dict:
                            f'finite at step {step}: not a candidate for best/')
       if stop.agreed(step):
         ckpt.save_now(step, state, data_iter)
-        raise SystemExit(f'Stopped by {stop.signal_name} at step {step}; checkpoint '
-                         'saved. Run the same command again to resume.')
+        raise stopping.Stopped(f'Stopped by {stop.signal_name} at step {step}; '
+                               'checkpoint saved. Run the same command again to '
+                               'resume.', stop.signal_name)
   except nonfinite.NonFiniteError:
     ckpt.close()  # let earlier (finite) saves finish
     raise
@@ -262,12 +264,12 @@ def _train_and_evaluate(config: Config, workdir: str, devices) -> dict:
       # A second Ctrl-C (quit without saving), or one inside a step, whose input
       # state was donated: nothing to save.
       ckpt.close()  # lets saves already started finish
-      raise SystemExit(f'Interrupted after step {step}, not saved; the newest '
-                       f'checkpoint is step {ckpt.latest_step() or 0}. Run the same '
-                       'command again to resume from it.') from None
+      raise stopping.Stopped(f'Interrupted after step {step}, not saved; the newest '
+                             f'checkpoint is step {ckpt.latest_step() or 0}. Run the '
+                             'same command again to resume from it.', 'SIGINT') from None
     ckpt.save_now(step, state, data_iter)
-    raise SystemExit(f'Interrupted at step {step}; checkpoint saved. '
-                     'Run the same command again to resume.') from None
+    raise stopping.Stopped(f'Interrupted at step {step}; checkpoint saved. Run the same '
+                           'command again to resume.', 'SIGINT') from None
   finally:
     stop.close()
     progress.close()

@@ -9,9 +9,17 @@
 # environment (fanet_jax/distributed.py), form one mesh over the 16 GPUs and train
 # at the recipe's global batch of 1280 (80 per GPU). Only process 0 writes logs;
 # all write the Orbax checkpoints together.
-# Pre-emption: SLURM sends SIGTERM 5 minutes before the time limit; every process
-# stops after the same step, the checkpoint is saved, and the requeued job resumes
-# from it (the same command resumes). Data: TFDS imagenet2012 prepared once as
+# Pre-emption: SLURM sends SIGTERM 5 minutes before the time limit (--signal); every
+# process stops after the same step, the checkpoint is saved, and each exits with 75
+# (EX_TEMPFAIL, fanet_jax/stopping.py). This script then requeues the job with
+# `scontrol requeue` (SLURM requeues by itself only after a node failure or a
+# pre-emption by another job; --requeue permits both), and the requeued job's same
+# command resumes from the checkpoint. Any other exit code (0: done, 1: a failure,
+# 2: bad input) ends the job. srun returns the highest exit code of the tasks, or
+# 128 + signal for a task killed by one, so --kill-on-bad-exit stays off: it would
+# kill the tasks still exiting after the first 75 and turn 75 into 137. A task that
+# dies is still not waited for forever: JAX's distributed runtime shuts the others
+# down when one stops sending heartbeats (jax.distributed.initialize, 100 s). Data: TFDS imagenet2012 prepared once as
 # array_record under DATA_DIR (python -m input_pipeline.imagenet prepare ...).
 #SBATCH --job-name=fanet-imagenet
 #SBATCH --nodes=2
@@ -28,5 +36,11 @@ DATA_DIR=${DATA_DIR:-data/tensorflow_datasets}
 WORKDIR=${WORKDIR:-workdirs/imagenet_fanet_tiny}
 
 # grain worker processes per task: leave a couple of the task's CPUs to JAX.
-srun --kill-on-bad-exit=1 python launch.py --experiment imagenet_fanet_tiny \
-  --workdir "$WORKDIR" --set data_dir="$DATA_DIR" worker_count=10
+status=0
+srun --kill-on-bad-exit=0 python launch.py --experiment imagenet_fanet_tiny \
+  --workdir "$WORKDIR" --set data_dir="$DATA_DIR" worker_count=10 || status=$?
+if [ "$status" -eq 75 ]; then
+  echo "Stopped by SIGTERM with a checkpoint saved: requeueing job $SLURM_JOB_ID"
+  scontrol requeue "$SLURM_JOB_ID"
+fi
+exit "$status"

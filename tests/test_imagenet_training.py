@@ -1,20 +1,24 @@
 """ImageNet pretraining at test size (issue: scaling out), end to end through the trainer.
 
-The same run on 1 device, on 8 fake devices and as 2 local processes x 4 devices
-(`jax.distributed` on 127.0.0.1, started through launch.py) gives the same losses and
-final parameters; a checkpoint written on 8 devices resumes on 1 device to the same
-end state; the pretrained backbone moves into a segmentor exactly. Every augmentation
-of the recipe is on (RandAugment, random erasing, Mixup / CutMix, label smoothing,
-stochastic depth): the data order and all random draws are device- and
+The same run on 1 device and as 2 local processes x 4 devices (`jax.distributed` on
+127.0.0.1, started through launch.py, stopped by a SIGTERM to one of them and
+started again) gives the same losses and final parameters; a state saved by those 8
+devices restores on 1 device (resuming needs as many processes: each saved its data
+position); the pretrained backbone moves into a segmentor exactly. Every
+augmentation of the recipe is on (RandAugment, random erasing, Mixup / CutMix, label
+smoothing, stochastic depth): the data order and all random draws are device- and
 process-count independent.
 """
 import dataclasses
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -23,6 +27,7 @@ import pytest
 
 from fanet_jax import config as config_lib
 from fanet_jax import models, pretrained, trainer
+from fanet_jax.checkpoints import CheckpointError
 
 NUM_STEPS = 3
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,13 +49,11 @@ def config(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def runs(config, tmp_path_factory):
-  """workdirs of the 1-device and the 8-device run."""
-  root = tmp_path_factory.mktemp('runs')
-  one, eight = str(root / 'one'), str(root / 'eight')
-  trainer.train_and_evaluate(config, one, devices=jax.devices()[:1])
-  trainer.train_and_evaluate(config, eight)
-  return one, eight
+def one(config, tmp_path_factory):
+  """The workdir of the run on one device."""
+  workdir = str(tmp_path_factory.mktemp('runs') / 'one')
+  trainer.train_and_evaluate(config, workdir, devices=jax.devices()[:1])
+  return workdir
 
 
 def _losses(workdir):
@@ -73,55 +76,88 @@ def _assert_same(a, b):
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5), a, b)
 
 
-def test_one_device_equals_eight_devices(runs):
-  one, eight = runs
-  assert len(_losses(one)) == NUM_STEPS
-  np.testing.assert_allclose(_losses(eight), _losses(one), rtol=1e-5, atol=1e-5)
-  state = _state(one)
-  _assert_same(_state(eight, like=state)['params'], state['params'])
-
-
 def _free_port():
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
     return s.getsockname()[1]
 
 
-def test_two_processes_of_four_devices_equal_one_device(config, runs, tmp_path):
-  workdir = str(tmp_path / 'two_processes')
+@pytest.fixture(scope='module')
+def two_processes(config, tmp_path_factory):
+  """The run as 2 processes x 4 devices, stopped by a real SIGTERM sent to process 1
+  alone once process 0 has logged step 1, then started again with the same command.
+
+  Returns:
+    (workdir, the step both stopped after, each launch's outputs, exit codes).
+  """
+  root = tmp_path_factory.mktemp('two_processes')
+  workdir = str(root / 'workdir')
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'JAX_DISABLE_MOST_OPTIMIZATIONS': 'true',
-         'XLA_FLAGS': '--xla_force_host_platform_device_count=4'}
+         'XLA_FLAGS': '--xla_force_host_platform_device_count=4',
+         # The second pair of processes loads what the first compiled.
+         'JAX_COMPILATION_CACHE_DIR': str(root / 'xla-cache'),
+         'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
+         'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '0'}
   overrides = [f'{k}={v}' for k, v in {**OVERRIDES, 'data_dir': config.data_dir}.items()]
-  address = f'127.0.0.1:{_free_port()}'
-  procs = [subprocess.Popen(
-      [sys.executable, 'launch.py', '--experiment', 'imagenet_smoke', '--workdir', workdir,
-       '--coordinator_address', address, '--num_processes', '2', '--process_id', str(i),
-       '--set', *overrides], cwd=REPO, env=env, stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT, text=True) for i in range(2)]
-  outputs = [p.communicate(timeout=400)[0] for p in procs]
-  for p, out in zip(procs, outputs):
-    assert p.returncode == 0, out[-3000:]
-  assert 'top-1' in outputs[0] and 'top-1' not in outputs[1]  # only process 0 prints
-  one = runs[0]
+
+  def start():
+    address = f'127.0.0.1:{_free_port()}'
+    return [subprocess.Popen(
+        [sys.executable, 'launch.py', '--experiment', 'imagenet_smoke', '--workdir',
+         workdir, '--coordinator_address', address, '--num_processes', '2',
+         '--process_id', str(i), '--set', *overrides], cwd=REPO, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+
+  procs = start()
+  metrics = os.path.join(workdir, 'metrics.jsonl')
+  deadline = time.time() + 300
+  while not (os.path.exists(metrics) and os.path.getsize(metrics)):
+    assert time.time() < deadline and procs[0].poll() is None, 'no step logged'
+    time.sleep(0.02)
+  procs[1].send_signal(signal.SIGTERM)
+  stopped = [p.communicate(timeout=400)[0] for p in procs]
+  stopped_codes = [p.returncode for p in procs]
+  procs = start()
+  resumed = [p.communicate(timeout=400)[0] for p in procs]
+  return workdir, stopped, stopped_codes, resumed, [p.returncode for p in procs]
+
+
+def test_two_processes_stop_together_on_sigterm_and_resume_to_one_device(one,
+                                                                        two_processes):
+  workdir, stopped, stopped_codes, resumed, resumed_codes = two_processes
+  # Both stop after the same step, save it together and exit 75 (requeue me), the
+  # process that got no signal too.
+  assert stopped_codes == [75, 75], stopped[1][-3000:]
+  steps = [re.findall(r'Stopped by SIGTERM at step (\d+); checkpoint saved', out)
+           for out in stopped]
+  assert steps[0] == steps[1] and len(steps[0]) == 1, stopped
+  # The same command resumes on both and ends as the one-device run ends.
+  assert resumed_codes == [0, 0], resumed[0][-3000:]
+  assert f'Resuming from the checkpoint at step {steps[0][0]}' in resumed[0]
+  assert 'top-1' in resumed[0] and 'top-1' not in resumed[1]  # only process 0 prints
   np.testing.assert_allclose(_losses(workdir), _losses(one), rtol=1e-5, atol=1e-5)
   state = _state(one)
   _assert_same(_state(workdir, like=state)['params'], state['params'])
 
 
-def test_checkpoint_of_eight_devices_resumes_on_one(config, runs, tmp_path):
-  one, eight = runs
+def test_the_state_of_eight_devices_restores_on_one(one, two_processes):
+  # The arrays are resharded onto one device; the data position is per process.
+  step_2 = _state(one, step=2)
+  _assert_same(_state(two_processes[0], step=2, like=step_2), step_2)
+
+
+def test_resuming_with_another_process_count_is_refused(config, two_processes, tmp_path):
   resumed = str(tmp_path / 'resumed')
   os.makedirs(os.path.join(resumed, 'checkpoints'))
-  shutil.copytree(os.path.join(eight, 'checkpoints', '2'),
+  shutil.copytree(os.path.join(two_processes[0], 'checkpoints', '2'),
                   os.path.join(resumed, 'checkpoints', '2'))
-  trainer.train_and_evaluate(config, resumed, devices=jax.devices()[:1])
-  state = _state(one)
-  _assert_same(_state(resumed, like=state), state)
-  assert _losses(resumed)[-1] == pytest.approx(_losses(one)[-1], rel=1e-5, abs=1e-5)
+  with pytest.raises(CheckpointError, match=r'the checkpoint at step 2 in \S+ was '
+                     'written by 2 processes and this run has 1: resume it with as many'):
+    trainer.train_and_evaluate(config, resumed, devices=jax.devices()[:1])
+  assert os.listdir(os.path.join(resumed, 'checkpoints')) == ['2']  # not set aside
 
 
-def test_backbone_moves_into_the_segmentor_exactly(runs, tmp_path):
-  one = runs[0]
+def test_backbone_moves_into_the_segmentor_exactly(one):
   segmentor = models.create('fanet_test_upernet', num_classes=5)
   fresh = jax.jit(segmentor.init, static_argnames='train')(
       jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32), train=True)

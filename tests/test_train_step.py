@@ -48,3 +48,20 @@ def test_sharded_step_equals_single_device_step():
   assert int(state_1.step) == int(state_8.step) == 2
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5),
                (state_8.params, state_8.batch_stats), (state_1.params, state_1.batch_stats))
+
+
+def test_state_shapes_are_those_of_init_state():
+  # The restore target of a resumed run, built without tracing the model twice.
+  for name, channels in (('fanet_test_upernet', 3), ('deeplabv3plus_test', 1)):
+    model = models.create(name, num_classes=5)
+    tx = optim.adamw(lambda step: 1e-3, betas=(0.9, 0.999), weight_decay=1e-2)
+    image = np.zeros((1, 64, 64, channels), np.float32)
+    variables = jax.eval_shape(functools.partial(model.init, train=True),
+                               {'params': jax.random.key(0), 'dropout': jax.random.key(0)},
+                               image)
+    expected = jax.eval_shape(functools.partial(
+        train_step_lib.init_state, model, tx, image_shape=image.shape), jax.random.key(0))
+    shapes = train_step_lib.state_shapes(tx, variables)
+    assert jax.tree.structure(shapes) == jax.tree.structure(expected)
+    for a, b in zip(jax.tree.leaves(shapes), jax.tree.leaves(expected)):
+      assert (a.shape, a.dtype) == (b.shape, b.dtype)
