@@ -1,6 +1,7 @@
-"""Test set-up: 8 fake CPU devices (for sharding tests) and a compilation cache.
+"""Test set-up: 8 fake CPU devices (for sharding tests), a compilation cache, and the
+order of the files (the longest first).
 
-Both must be set before jax is imported anywhere, which is why they live here.
+The first two must be set before jax is imported anywhere, which is why they live here.
 `jax_disable_most_optimizations` roughly halves XLA:CPU compile times of the small
 test models (docs/performance.md, Test-suite compile settings), which dominate the suite; the
 persistent cache lets tests that build the same step again skip the second compile.
@@ -18,3 +19,17 @@ jax.config.update('jax_compilation_cache_dir',
                   tempfile.mkdtemp(prefix='fanet-jax-test-xla-cache-'))
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
 jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+
+# The longest files first (pytest --durations), heaviest first: xdist's workers take
+# whole files (--dist loadfile) in collection order as they become free, so the two
+# finish close together instead of one running a long file alone at the end.
+LONGEST_FIRST = ('test_imagenet_training.py', 'test_padding_gradients.py',
+                 'test_crash_consistency.py', 'test_trainer.py', 'test_train_step.py',
+                 'test_zerowaste_recipe.py', 'test_accumulation.py',
+                 'test_torch_parity.py', 'test_conv_formulation.py', 'test_xla_cpu.py')
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))

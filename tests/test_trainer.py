@@ -1,13 +1,12 @@
-"""End to end on the tiny synthetic data set: train, evaluate, checkpoint, and resume.
+"""End to end on the tiny synthetic data set: train, evaluate, checkpoint, report.
 
-An interrupted run that is started again must finish with exactly the state of an
-uninterrupted run (the data iterator's position is checkpointed too), and a finished
-run must not train again.
+A finished run must not train again, a resumed one must not change its model, and a
+diverged one must stop with finite checkpoints. Interrupted runs resuming to the same
+bits as an uninterrupted one: tests/test_crash_consistency.py.
 """
 import dataclasses
 import json
 import os
-import signal
 
 import jax
 import numpy as np
@@ -36,7 +35,10 @@ def config(tmp_path_factory):
       data_dir=str(tmp_path_factory.mktemp('tfds')), model='fanet_test_upernet',
       img_scale=(96, 48), crop_size=(32, 32), worker_count=0, batch_size=8,
       num_steps=NUM_STEPS, learning_rate=1e-3, warmup_steps=2, eval_every=2,
-      eval_batch_size=8, checkpoint_every=2, keep_checkpoints=3, log_every=1)
+      eval_batch_size=8, checkpoint_every=2, keep_checkpoints=3, log_every=1,
+      # XLA:CPU compiles lax convolutions in half the time of the fast formulations
+      # (tests/test_conv_formulation.py shows they are equal).
+      model_kwargs={'conv_impl': 'lax'})
 
 
 def _final_state(workdir):
@@ -46,7 +48,10 @@ def _final_state(workdir):
     return reader.restore(os.path.join(workdir, 'checkpoints', str(step), 'state'))
 
 
-def test_interrupted_run_resumes_to_the_same_state(config, tmp_path, monkeypatch, capsys):
+def test_a_run_trains_then_reports_itself_finished_and_refuses_a_changed_config(
+    config, tmp_path, capsys):
+  # Interrupted runs (SIGKILL, SIGTERM, Ctrl-C) resuming to the same bits:
+  # tests/test_crash_consistency.py.
   straight = str(tmp_path / 'straight')
   results = _train(config, straight)
   assert set(os.listdir(os.path.join(straight, 'checkpoints'))) >= {'2', '4'}
@@ -57,38 +62,15 @@ def test_interrupted_run_resumes_to_the_same_state(config, tmp_path, monkeypatch
     lines = [json.loads(line) for line in f]
   assert [l['step'] for l in lines if 'loss' in l] == [1, 2, 3, 4]
   assert any('val/mIoU' in l for l in lines) and any('test/mIoU' in l for l in lines)
-
-  # A real Ctrl-C (SIGINT) while the second run evaluates at step 2 (the third batch
-  # sharded is the first evaluation batch): the evaluation finishes, then the run
-  # saves and exits.
-  interrupted = str(tmp_path / 'interrupted')
-  calls = {'n': 0}
-  original = sharding.shard_batch
-
-  def interrupting_shard_batch(batch, mesh):
-    calls['n'] += 1
-    if calls['n'] == 3:
-      os.kill(os.getpid(), signal.SIGINT)
-    return original(batch, mesh)
-
-  monkeypatch.setattr(sharding, 'shard_batch', interrupting_shard_batch)
-  with pytest.raises(SystemExit, match='Stopped by SIGINT at step 2; checkpoint saved'):
-    _train(config, interrupted)
-  monkeypatch.setattr(sharding, 'shard_batch', original)
+  assert int(_final_state(straight)['step']) == NUM_STEPS
   capsys.readouterr()
-  _train(config, interrupted)
-  assert 'Resuming from the checkpoint at step 2' in capsys.readouterr().out
 
-  a, b = _final_state(straight), _final_state(interrupted)
-  assert int(a['step']) == int(b['step']) == NUM_STEPS
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-6), a, b)
-
-  # A third run reports the finished run instead of training again.
-  _train(config, interrupted)
+  # A second run reports the finished run instead of training again.
+  _train(config, straight)
   assert 'already finished' in capsys.readouterr().out
   # Resuming with another number of classes is refused, naming the change.
   with pytest.raises(ConfigError, match=r'config differs from the run in .*num_classes 5 -> 3'):
-    _train(dataclasses.replace(config, num_classes=3), interrupted)
+    _train(dataclasses.replace(config, num_classes=3), straight)
 
   # Evaluation only, from the first run's workdir: the same test confusion matrix.
   evaluated = _train(
