@@ -112,6 +112,12 @@ class Config:
   # Loop, evaluation and checkpoints.
   eval_every: int = 4000
   eval_batch_size: int = 1  # Global; rounded up to a multiple of the devices.
+  # How a segmentor sees an evaluation image (fanet_jax/inference.py): 'whole', or
+  # 'slide', windows of eval_crop (H, W) every eval_stride (H, W) pixels of the
+  # rescaled image, overlapping logits averaged (mmsegmentation's mode='slide').
+  eval_mode: str = 'whole'
+  eval_crop: Optional[tuple[int, int]] = None
+  eval_stride: Optional[tuple[int, int]] = None
   checkpoint_every: int = 4000
   keep_checkpoints: int = 3
   log_every: int = 50
@@ -129,6 +135,14 @@ class Config:
       value = getattr(self, key)
       if not isinstance(value, int) or value < 1:
         raise ConfigError(f'{key} must be a whole number of at least 1, got {value!r}')
+    if self.eval_mode not in ('whole', 'slide'):
+      raise ConfigError(f"eval_mode must be 'whole' or 'slide', got {self.eval_mode!r}")
+    if self.eval_mode == 'slide':
+      for key in ('eval_crop', 'eval_stride'):
+        value = getattr(self, key)
+        if value is None or len(value) != 2 or min(value) < 1:
+          raise ConfigError(f"eval_mode 'slide' needs {key}=(H,W) of at least 1, got "
+                            f'{value!r}')
 
 
 def _parse_value(key: str, text: str, annotation: Any) -> Any:

@@ -4,14 +4,19 @@ The window grid against counts worked by hand from mmsegmentation's formula; sli
 inference against a numpy loop over the windows on a function whose output depends
 on the window it sees (so averaging mistakes show); one window that covers the image
 against whole-image inference; flip augmentation of a flip-equivariant function
-against no augmentation.
+against no augmentation; the evaluation step in slide mode against the confusion
+matrix of those logits.
 """
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fanet_jax import inference
+from fanet_jax import config as config_lib
+from fanet_jax import inference, metrics, sharding
+from fanet_jax.config import ConfigError
+from fanet_jax.tasks import segmentation
 
 RNG = np.random.default_rng(0)
 WEIGHTS = RNG.normal(size=(3, 4)).astype(np.float32)
@@ -80,3 +85,42 @@ def test_unknown_mode_and_missing_windows_are_refused():
     inference.logits(_window_dependent, images, 'sliding')
   with pytest.raises(ValueError, match="needs crop"):
     inference.logits(_window_dependent, images, 'slide')
+
+
+class _WindowDependent(nn.Module):
+  """A segmentor whose logits depend on the window it sees (per-pixel map plus the
+  window's mean), with `apply(variables, images, train=False)` as the real ones."""
+
+  @nn.compact
+  def __call__(self, images, train=False):
+    del train
+    return _window_dependent(images) + self.param('bias', nn.initializers.ones, (4,))
+
+
+def test_the_evaluation_step_scores_the_slide_logits():
+  model, mesh = _WindowDependent(), sharding.create_mesh(jax.devices()[:1])
+  variables = model.init(jax.random.key(0), np.zeros((1, 4, 4, 3), np.float32))
+  images = RNG.normal(size=(2, 13, 17, 3)).astype(np.float32)
+  labels = RNG.integers(0, 4, (2, 13, 17)).astype(np.int32)
+  labels[0, :3] = 255
+  crop, stride = (5, 6), (3, 4)
+  expected_logits = inference.logits(lambda x: model.apply(variables, x), images,
+                                     'slide', crop, stride)
+  expected = metrics.confusion_matrix(labels, np.argmax(expected_logits, -1), 4, 255)
+  batches = [{'image': images, 'label': labels}]
+  result = segmentation.evaluate(model, variables, batches, mesh=mesh, num_classes=4,
+                                 ignore_index=255, mode='slide', crop=crop, stride=stride)
+  assert result['confusion'] == np.asarray(expected).tolist()
+  whole = segmentation.evaluate(model, variables, batches, mesh=mesh, num_classes=4,
+                                ignore_index=255)
+  assert whole['confusion'] != result['confusion']  # the mode reached the step
+  assert sum(map(sum, whole['confusion'])) == 2 * 13 * 17 - 3 * 17
+
+
+@pytest.mark.parametrize('override,message', [
+    ('eval_mode=sliding', "eval_mode must be 'whole' or 'slide'"),
+    ('eval_mode=slide', r"eval_mode 'slide' needs eval_crop=\(H,W\)"),
+])
+def test_evaluation_mode_settings_are_checked(override, message):
+  with pytest.raises(ConfigError, match=message):
+    config_lib.apply_overrides(config_lib.load_experiment('demo'), [override])

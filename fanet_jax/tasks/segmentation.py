@@ -5,8 +5,9 @@ depth data (InterSegHands and its synthetic stand-in) DenseAttentionSeg's
 augmentations (docs/data.md). The objective is cross-entropy plus the auxiliary
 head's, and in DenseAttentionSeg's fine-tuning phase the contour loss.
 
-Evaluation is mmsegmentation's whole-image inference: the segmentor sees the
-rescaled image, its logits are resized bilinearly back to the label's size before the
+Evaluation is mmsegmentation's whole-image inference, or its sliding-window
+inference (`eval_mode`, fanet_jax/inference.py): the segmentor sees the rescaled
+image, its logits are resized bilinearly back to the label's size before the
 arg-max, and a confusion matrix is accumulated on device. Padding examples in the
 batches carry only ignored labels, so they count for nothing. A model whose logits
 are not finite at some scored pixel gets no score (NaN metrics, never a best
@@ -14,7 +15,7 @@ checkpoint): the arg-max of NaN logits is class 0, which would otherwise score a
 background.
 """
 import functools
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -22,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from fanet_jax import distributed, losses, sharding
+from fanet_jax import distributed, inference, losses, sharding
 from fanet_jax import metrics as metrics_lib
 from fanet_jax.config import Config, ConfigError
 from fanet_jax.models import layers
@@ -98,14 +99,17 @@ class Segmentation:
     return evaluate(model, variables, self.eval_batches(source, mesh), mesh=mesh,
                     num_classes=c.num_classes, ignore_index=c.ignore_index,
                     class_names=source.class_names[:c.num_classes],
-                    foreground=c.foreground_classes)
+                    foreground=c.foreground_classes, mode=c.eval_mode,
+                    crop=c.eval_crop, stride=c.eval_stride)
 
   @staticmethod
   def format_table(metrics: dict) -> str:
     return metrics_lib.format_table(metrics)
 
 
-def make_eval_step(model: nn.Module, num_classes: int, ignore_index: int) -> Callable:
+def make_eval_step(model: nn.Module, num_classes: int, ignore_index: int,
+                   mode: str = 'whole', crop: Optional[tuple[int, int]] = None,
+                   stride: Optional[tuple[int, int]] = None) -> Callable:
   """Builds `eval_step(variables, batch, (confusion, nonfinite)) -> the same, updated`;
   `nonfinite` counts the scored pixels whose logits are not all finite.
 
@@ -114,15 +118,18 @@ def make_eval_step(model: nn.Module, num_classes: int, ignore_index: int) -> Cal
       input size).
     num_classes: number of classes.
     ignore_index: label value not counted.
+    mode: 'whole' or 'slide' (`inference.logits`).
+    crop: the windows' (H, W) for 'slide'.
+    stride: their step (H, W) for 'slide'.
 
   Returns:
     The pure step; `batch['label']` may be larger or smaller than the image.
   """
   def eval_step(variables, batch, counts):
     confusion, nonfinite = counts
-    logits = model.apply(variables, batch['image'], train=False)
-    logits = layers.resize_bilinear(logits.astype(jnp.float32),
-                                    batch['label'].shape[1:3])
+    apply_fn = lambda images: model.apply(variables, images, train=False)
+    logits = inference.logits(apply_fn, batch['image'], mode, crop, stride)
+    logits = layers.resize_bilinear(logits, batch['label'].shape[1:3])
     predictions = jnp.argmax(logits, axis=-1)
     scored = batch['label'] != ignore_index
     bad = scored & ~jnp.all(jnp.isfinite(logits), axis=-1)
@@ -134,10 +141,10 @@ def make_eval_step(model: nn.Module, num_classes: int, ignore_index: int) -> Cal
 
 @functools.lru_cache(maxsize=8)
 def _jitted_eval_step(model: nn.Module, num_classes: int, ignore_index: int,
-                      mesh: Mesh) -> Callable:
-  # One jitted step per model and mesh, so that a run's evaluations (and the runs of
-  # one process) trace the model once, not at every evaluation.
-  return jax.jit(make_eval_step(model, num_classes, ignore_index),
+                      mesh: Mesh, mode: str, crop, stride) -> Callable:
+  # One jitted step per model, mesh and mode, so that a run's evaluations (and the
+  # runs of one process) trace the model once, not at every evaluation.
+  return jax.jit(make_eval_step(model, num_classes, ignore_index, mode, crop, stride),
                  in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh),
                                sharding.replicated(mesh)),
                  out_shardings=sharding.replicated(mesh), donate_argnums=2)
@@ -145,7 +152,9 @@ def _jitted_eval_step(model: nn.Module, num_classes: int, ignore_index: int,
 
 def evaluate(model: nn.Module, variables: Any, batches: Iterable[dict], *, mesh: Mesh,
              num_classes: int, ignore_index: int, class_names: Sequence[str] = (),
-             foreground: Sequence[int] = ()) -> dict:
+             foreground: Sequence[int] = (), mode: str = 'whole',
+             crop: Optional[Sequence[int]] = None,
+             stride: Optional[Sequence[int]] = None) -> dict:
   """Runs the model over `batches` and returns `metrics_from_confusion`'s dict.
 
   Args:
@@ -158,13 +167,17 @@ def evaluate(model: nn.Module, variables: Any, batches: Iterable[dict], *, mesh:
     ignore_index: label value not counted.
     class_names: names for the per-class entries.
     foreground: classes whose mean IoU is reported as `fgIoU`.
+    mode: 'whole' or 'slide' (fanet_jax/inference.py).
+    crop: the sliding windows' (H, W).
+    stride: their step (H, W).
 
   Returns:
     The metrics dict, plus `confusion` (the matrix as nested lists). Where some
     scored pixel's logits were not finite, `nonfinite_pixels` gives their count
     and every metric is NaN.
   """
-  step = _jitted_eval_step(model, num_classes, ignore_index, mesh)
+  step = _jitted_eval_step(model, num_classes, ignore_index, mesh, mode,
+                           crop and tuple(crop), stride and tuple(stride))
   counts = jax.device_put((jnp.zeros((num_classes, num_classes), jnp.int32),
                            jnp.zeros((), jnp.int32)), sharding.replicated(mesh))
   for batch in batches:
