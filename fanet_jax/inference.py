@@ -52,16 +52,22 @@ def slide_windows(height: int, width: int, crop: Sequence[int],
 
 def slide_logits(apply_fn: Callable, images: jax.Array, crop: Sequence[int],
                  stride: Sequence[int]) -> jax.Array:
-  """Logits (B, H, W, K) of `images` (B, H, W, C) by sliding-window inference."""
+  """Logits (B, H, W, K) of `images` (B, H, W, C) by sliding-window inference.
+
+  Every window has the same size (the crop, or the image's side where the image is
+  smaller), so the windows go through the model one after the other in a `lax.map`:
+  one copy of the model in the compiled program, one window's activations in memory.
+  """
   _, height, width, _ = images.shape
   windows = slide_windows(height, width, crop, stride)
-  total = None
+  crops = jnp.stack([images[:, top:bottom, left:right]
+                     for top, bottom, left, right in windows])
+  window_logits = jax.lax.map(lambda x: apply_fn(x).astype(jnp.float32), crops)
+  total = 0.0
   count = np.zeros((height, width), np.float32)
-  for top, bottom, left, right in windows:
-    logits = apply_fn(images[:, top:bottom, left:right]).astype(jnp.float32)
-    placed = jnp.pad(logits, ((0, 0), (top, height - bottom), (left, width - right),
+  for logits, (top, bottom, left, right) in zip(window_logits, windows):
+    total += jnp.pad(logits, ((0, 0), (top, height - bottom), (left, width - right),
                               (0, 0)))
-    total = placed if total is None else total + placed
     count[top:bottom, left:right] += 1
   return total / jnp.asarray(count)[None, :, :, None]
 

@@ -64,7 +64,7 @@ def test_one_window_that_covers_the_image_is_whole_image_inference():
   whole = inference.logits(_window_dependent, images, 'whole')
   slide = inference.logits(_window_dependent, images, 'slide', crop=(16, 16),
                            stride=(8, 8))
-  np.testing.assert_array_equal(np.asarray(slide), np.asarray(whole))
+  np.testing.assert_allclose(np.asarray(slide), np.asarray(whole), rtol=1e-6, atol=1e-6)
 
 
 def test_flip_views_of_a_flip_equivariant_function_change_nothing():
