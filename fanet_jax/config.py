@@ -228,3 +228,37 @@ def list_experiments() -> list[str]:
 def to_json(config: Config) -> str:
   """The resolved config as indented JSON (written into the workdir)."""
   return json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True)
+
+
+def _from_json_value(value: Any, annotation: Any) -> Any:
+  """A JSON value as the field's type: lists back to tuples, ints to floats."""
+  origin = typing.get_origin(annotation)
+  args = typing.get_args(annotation)
+  if value is None:
+    return None
+  if origin is typing.Union and type(None) in args:  # Optional[X]
+    return _from_json_value(value, next(a for a in args if a is not type(None)))
+  if origin is tuple and isinstance(value, list):
+    if len(args) == 2 and args[1] is Ellipsis:
+      return tuple(_from_json_value(v, args[0]) for v in value)
+    return tuple(_from_json_value(v, a) for v, a in zip(value, args or [Any] * len(value)))
+  if annotation is float and isinstance(value, int):
+    return float(value)
+  return value
+
+
+def from_json(text: str, path: str = 'config.json') -> Config:
+  """The Config that `to_json` wrote; fields missing from it take their defaults.
+
+  Raises:
+    ConfigError: naming `path`: not JSON, or keys this version does not know.
+  """
+  try:
+    saved = json.loads(text)
+  except json.JSONDecodeError as e:
+    raise ConfigError(f'{path}: not a config written by a run ({e})') from None
+  hints = typing.get_type_hints(Config)
+  unknown = sorted(set(saved) - set(hints))
+  if unknown:
+    raise ConfigError(f'{path}: keys this version does not know: {", ".join(unknown)}')
+  return Config(**{key: _from_json_value(value, hints[key]) for key, value in saved.items()})

@@ -91,7 +91,8 @@ def _init_from(state, path: str, replicated):
                        batch_stats=jax.device_put(variables['batch_stats'], replicated))
 
 
-def _model(config: Config):
+def build_model(config: Config):
+  """The config's model, in its compute dtype."""
   if config.compute_dtype not in ('float32', 'bfloat16'):
     raise ValueError("compute_dtype must be 'float32' or 'bfloat16', got "
                      f'{config.compute_dtype!r}')
@@ -164,7 +165,7 @@ def _train_and_evaluate(config: Config, workdir: str, devices) -> dict:
     ckpt.close()
     return results
 
-  model = _model(config)
+  model = build_model(config)
   channels = task.image_channels
   init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
   abstract_variables = jax.eval_shape(

@@ -184,8 +184,16 @@ def evaluate(model: nn.Module, variables: Any, batches: Iterable[dict], *, mesh:
     counts = step(variables, sharding.shard_batch(batch, mesh), counts)
   # Replicated: every process holds the whole matrix, even across hosts.
   confusion, nonfinite = (np.asarray(c.addressable_data(0)) for c in counts)
-  result = metrics_lib.metrics_from_confusion(confusion, class_names, foreground)
-  result['confusion'] = confusion.tolist()
+  return scored(confusion, int(nonfinite), class_names, foreground)
+
+
+def scored(confusion: np.ndarray, nonfinite: int, class_names: Sequence[str] = (),
+           foreground: Sequence[int] = ()) -> dict:
+  """`evaluate`'s result for an accumulated confusion matrix and count of scored
+  pixels with non-finite logits (every metric NaN where that count is not 0)."""
+  result = metrics_lib.metrics_from_confusion(np.asarray(confusion), class_names,
+                                              foreground)
+  result['confusion'] = np.asarray(confusion).tolist()
   if nonfinite:
     result = metrics_lib.unscored(result)
     result['nonfinite_pixels'] = int(nonfinite)

@@ -1,0 +1,186 @@
+"""Scores a trained segmentation run on one split of its data set.
+
+  python -m fanet_jax.evaluate --workdir workdirs/demo
+  python -m fanet_jax.evaluate --workdir workdirs/demo --split val --checkpoint latest
+  python -m fanet_jax.evaluate --workdir workdirs/demo --mode slide --crop 64 64 \\
+      --stride 43 43 --per-image per_image.csv
+
+The model, the data set and its test pipeline are the run's (`WORKDIR/config.json`);
+the variables are those of its best checkpoint (default), of its newest one
+(`latest`), or of a step. Prints the per-class table (IoU and accuracy per class,
+aAcc, mAcc, mIoU, fwIoU, and fgIoU where the run names foreground classes) and
+writes it to `WORKDIR/eval/<split>-<mode>.json`, with the confusion matrix the
+metrics come from: it is accumulated over the whole split, so the split's IoU is not
+a mean of per-image IoUs. `--per-image FILE.csv` adds one row per image: its file
+name and its IoU for each class (empty where the class is in neither its labels nor
+its prediction), to find the failure cases. Modes: docs/recipes.md section 6.
+"""
+import argparse
+import csv
+import dataclasses
+import json
+import os
+import sys
+from typing import Optional
+
+
+class EvaluateError(ValueError):
+  """A workdir, checkpoint or option that cannot be evaluated: one line, exit 2."""
+
+
+def parse_args(argv):
+  parser = argparse.ArgumentParser(
+      description=__doc__.split('\n\n')[0], epilog=__doc__.split('\n\n', 1)[1],
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--workdir', required=True, help="a training run's folder")
+  parser.add_argument('--split', default='test', help='train, val or test (default: test)')
+  parser.add_argument('--checkpoint', default='best',
+                      help='best (default), latest, or a step number')
+  parser.add_argument('--mode', choices=('whole', 'slide'), default=None,
+                      help="inference mode (default: the run's eval_mode)")
+  parser.add_argument('--crop', type=int, nargs=2, metavar=('H', 'W'), default=None,
+                      help='slide: window size, in pixels of the rescaled image')
+  parser.add_argument('--stride', type=int, nargs=2, metavar=('H', 'W'), default=None,
+                      help='slide: window step')
+  parser.add_argument('--per-image', dest='per_image', default=None, metavar='FILE.csv',
+                      help="write each image's per-class IoU to this CSV file")
+  return parser.parse_args(argv)
+
+
+def checkpoint_state(workdir: str, which: str) -> tuple[int, str]:
+  """(step, path of the saved train state) of `which`: 'best', 'latest' or a step.
+
+  Raises:
+    EvaluateError: no such checkpoint (the ones there are named).
+  """
+  def steps(folder):
+    path = os.path.join(workdir, folder)
+    names = os.listdir(path) if os.path.isdir(path) else []
+    return sorted(int(name) for name in names if name.isdigit())
+
+  best, rolling = steps('best'), steps('checkpoints')
+  if which == 'best' and best:
+    return best[-1], os.path.join(workdir, 'best', str(best[-1]), 'state')
+  if which in ('best', 'latest') and rolling:  # a run without an evaluation has no best
+    return rolling[-1], os.path.join(workdir, 'checkpoints', str(rolling[-1]), 'state')
+  if which.isdigit():
+    for folder, found in (('checkpoints', rolling), ('best', best)):
+      if int(which) in found:
+        return int(which), os.path.join(workdir, folder, which, 'state')
+  raise EvaluateError(f'{workdir}: no checkpoint {which!r} (steps in checkpoints/: '
+                      f'{rolling or "none"}, in best/: {best or "none"})')
+
+
+def load_run(workdir: str, overrides: dict):
+  """The run's Config, with `overrides` (evaluation settings) applied."""
+  from fanet_jax import config as config_lib
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.isdir(workdir):
+    raise EvaluateError(f'{workdir}: no such folder; give the --workdir of a run')
+  if not os.path.exists(path):
+    raise EvaluateError(f'{path}: missing; is {workdir} the workdir of a training run?')
+  with open(path) as f:
+    config = config_lib.from_json(f.read(), path)
+  if config.modality not in ('rgb', 'depth'):
+    raise EvaluateError(f'{path}: a {config.modality} run; evaluate scores segmentation '
+                        'runs (classifiers report top-1 at the end of training)')
+  return dataclasses.replace(config, **overrides)
+
+
+def _iou_row(confusion) -> list[Optional[float]]:
+  """Per-class IoU of one image's confusion matrix; None where the class is in neither
+  the labels nor the prediction."""
+  import numpy as np
+  confusion = np.asarray(confusion, np.float64)
+  hits = np.diag(confusion)
+  union = confusion.sum(0) + confusion.sum(1) - hits
+  return [float(h / u) if u else None for h, u in zip(hits, union)]
+
+
+def _file_name(example: dict, index: int) -> str:
+  name = example.get('file_name', str(index))
+  return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def evaluate_run(args) -> dict:
+  """Everything `main` does but printing; returns the metrics written."""
+  import jax
+  import numpy as np
+
+  from fanet_jax import pretrained, sharding, tasks, trainer
+  from fanet_jax.progress import write_atomically
+  from fanet_jax.tasks import segmentation
+
+  overrides = {}
+  if args.mode is not None:
+    overrides['eval_mode'] = args.mode
+  if args.crop is not None:
+    overrides['eval_crop'] = tuple(args.crop)
+  if args.stride is not None:
+    overrides['eval_stride'] = tuple(args.stride)
+  config = load_run(args.workdir, overrides)
+  step, state_path = checkpoint_state(args.workdir, args.checkpoint)
+  if args.per_image and jax.process_count() > 1:
+    raise EvaluateError('--per-image needs a single process')
+
+  model = trainer.build_model(config)
+  # For the per-image table one device and batches of one: a batch is one image.
+  task = tasks.create(dataclasses.replace(config, eval_batch_size=1)
+                      if args.per_image else config)
+  mesh = sharding.create_mesh(jax.devices()[:1] if args.per_image else None)
+  variables = jax.device_put(pretrained.load_variables(state_path),
+                             sharding.replicated(mesh))
+  source = task.load_sources((args.split,))[args.split]
+  if args.per_image:
+    names = source.class_names[:config.num_classes]
+    common = dict(mesh=mesh, num_classes=config.num_classes,
+                  ignore_index=config.ignore_index, mode=config.eval_mode,
+                  crop=config.eval_crop, stride=config.eval_stride)
+    rows, confusion, nonfinite = [], 0, 0
+    for index, batch in enumerate(task.eval_batches(source, mesh)):
+      image = segmentation.evaluate(model, variables, [batch], **common)
+      confusion = confusion + np.asarray(image['confusion'])
+      nonfinite += image.get('nonfinite_pixels', 0)
+      rows.append([_file_name(source[index], index)] + _iou_row(image['confusion']))
+    # The split's metrics from the summed matrix, as a whole-split pass gives them.
+    results = segmentation.scored(confusion, nonfinite, names, config.foreground_classes)
+    with open(args.per_image, 'w', newline='') as f:
+      writer = csv.writer(f)
+      writer.writerow(['file_name'] + list(names))
+      writer.writerows([name] + ['' if v is None else f'{v:.6f}' for v in ious]
+                       for name, *ious in rows)
+  else:
+    results = task.evaluate(model, variables, source, mesh)
+  results.update(split=args.split, step=step, checkpoint=args.checkpoint,
+                 mode=config.eval_mode, crop=config.eval_crop, stride=config.eval_stride)
+  if jax.process_index() == 0:
+    out = os.path.join(args.workdir, 'eval', f'{args.split}-{config.eval_mode}.json')
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    write_atomically(out, json.dumps(results, indent=2))
+    results['written_to'] = out
+  return results
+
+
+def main(argv=None) -> int:
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  from absl import flags
+
+  from fanet_jax import metrics
+  from fanet_jax.config import ConfigError
+  from input_pipeline.errors import DataError
+  flags.FLAGS.mark_as_parsed()  # grain reads absl flags
+  try:
+    results = evaluate_run(args)
+  except (EvaluateError, ConfigError, DataError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  print(f'{args.split} split, checkpoint {results["checkpoint"]} (step {results["step"]}), '
+        f'{results["mode"]} inference:')
+  print(metrics.format_table(results))
+  if 'written_to' in results:
+    print(f'written to {results["written_to"]}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,117 @@
+"""`python -m fanet_jax.evaluate` on a run's workdir: the split's confusion matrix against
+a count by hand of the model's predictions, the per-image table against each image's
+own count, the slide mode, and one line for each bad input.
+
+The workdir is made without training: the run's config.json and a saved train state
+of a freshly initialised model (what the trainer's checkpoints hold).
+"""
+import csv
+import functools
+import json
+import os
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from fanet_jax import config as config_lib
+from fanet_jax import evaluate, sharding, tasks, trainer
+from fanet_jax.models import layers
+
+STEP = 7
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+  """(workdir, config, variables) of an untrained run with a best checkpoint."""
+  workdir = str(tmp_path_factory.mktemp('run'))
+  config = config_lib.Config(
+      dataset='synthetic_waste', dataset_config='tiny',
+      data_dir=str(tmp_path_factory.mktemp('tfds')), model='fanet_test_upernet',
+      model_kwargs={'conv_impl': 'lax'}, img_scale=(96, 48), crop_size=(32, 32),
+      worker_count=0, eval_batch_size=4)
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    f.write(config_lib.to_json(config))
+  model = trainer.build_model(config)
+  variables = jax.jit(functools.partial(model.init, train=True))(
+      {'params': jax.random.key(0), 'dropout': jax.random.key(1)},
+      jnp.zeros((1, 64, 64, 3)))
+  state = {'step': np.int32(STEP), 'params': variables['params'],
+           'batch_stats': variables['batch_stats']}
+  with ocp.StandardCheckpointer() as writer:
+    writer.save(os.path.join(workdir, 'best', str(STEP), 'state'), state)
+  return workdir, config, variables
+
+
+def _hand_count(config, variables, split):
+  """Per-image confusion matrices from the model's arg-max, counted with numpy."""
+  task = tasks.create(config)
+  source = task.load_sources((split,))[split]
+  mesh = sharding.create_mesh(jax.devices()[:1])
+  model = trainer.build_model(config)
+  counts = []
+  for batch in task.eval_batches(source, mesh):
+    logits = model.apply(variables, batch['image'], train=False)
+    logits = layers.resize_bilinear(logits, batch['label'].shape[1:3])
+    for label, prediction in zip(batch['label'], np.argmax(logits, -1)):
+      kept = label != config.ignore_index
+      if not kept.any():  # a padding example
+        continue
+      confusion = np.zeros((config.num_classes,) * 2, np.int64)
+      np.add.at(confusion, (label[kept], prediction[kept]), 1)
+      counts.append(confusion)
+  return counts
+
+
+def test_the_split_metrics_come_from_the_summed_confusion(run, tmp_path, capsys):
+  workdir, config, variables = run
+  table = str(tmp_path / 'per_image.csv')
+  assert evaluate.main(['--workdir', workdir, '--split', 'val', '--per-image', table]) == 0
+  assert 'val split, checkpoint best (step 7), whole inference' in capsys.readouterr().out
+  with open(os.path.join(workdir, 'eval', 'val-whole.json')) as f:
+    written = json.load(f)
+  counts = _hand_count(config, variables, 'val')
+  assert written['confusion'] == sum(counts).tolist()
+  assert written['step'] == STEP and written['split'] == 'val'
+  # One row per image, each its own IoU (empty: the class is in neither).
+  with open(table) as f:
+    rows = list(csv.reader(f))
+  assert rows[0][1:] == written['class_names'] and len(rows) == 1 + len(counts)
+  for row, confusion in zip(rows[1:], counts):
+    union = confusion.sum(0) + confusion.sum(1) - np.diag(confusion)
+    expected = ['' if u == 0 else f'{h / u:.6f}' for h, u in zip(np.diag(confusion), union)]
+    assert row[1:] == expected
+  # Without the table: the same split metrics from batches of 4 on every device.
+  assert evaluate.main(['--workdir', workdir, '--split', 'val']) == 0
+  with open(os.path.join(workdir, 'eval', 'val-whole.json')) as f:
+    assert json.load(f)['confusion'] == written['confusion']
+
+
+def test_slide_mode_is_written_beside_whole(run, capsys):
+  workdir, _, _ = run
+  assert evaluate.main(['--workdir', workdir, '--split', 'val', '--checkpoint', '7',
+                        '--mode', 'slide', '--crop', '32', '32', '--stride', '16', '16']) == 0
+  with open(os.path.join(workdir, 'eval', 'val-slide.json')) as f:
+    written = json.load(f)
+  assert written['mode'] == 'slide' and written['crop'] == [32, 32]
+  assert sum(map(sum, written['confusion'])) > 0
+  assert 'slide inference' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--workdir', '{tmp}/nothing'], 'no such folder'),
+    (['--workdir', '{tmp}'], 'config.json: missing'),
+    (['--workdir', '{run}', '--checkpoint', 'latest'], "no checkpoint 'latest'"),
+    (['--workdir', '{run}', '--checkpoint', '3'], r"no checkpoint '3' \(steps in "
+     r"checkpoints/: none, in best/: \[7\]\)"),
+    (['--workdir', '{run}', '--mode', 'slide'], "eval_mode 'slide' needs eval_crop"),
+])
+def test_bad_input_is_one_line(run, tmp_path, capsys, args, message):
+  args = [a.format(tmp=tmp_path, run=run[0]) for a in args]
+  assert evaluate.main(args) == 2
+  err = capsys.readouterr().err
+  assert err.startswith('error: ') and err.count('\n') == 1
+  assert re.search(message, err), err
