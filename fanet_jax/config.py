@@ -118,6 +118,9 @@ class Config:
   eval_mode: str = 'whole'
   eval_crop: Optional[tuple[int, int]] = None
   eval_stride: Optional[tuple[int, int]] = None
+  # Test-time augmentation: these ratios of the test scale, each flipped and not, the
+  # views' softmax averaged (inference.TTA_SCALES: mmseg's); () for none.
+  eval_tta_scales: tuple[float, ...] = ()
   checkpoint_every: int = 4000
   keep_checkpoints: int = 3
   log_every: int = 50
@@ -137,6 +140,9 @@ class Config:
         raise ConfigError(f'{key} must be a whole number of at least 1, got {value!r}')
     if self.eval_mode not in ('whole', 'slide'):
       raise ConfigError(f"eval_mode must be 'whole' or 'slide', got {self.eval_mode!r}")
+    if any(not isinstance(r, (int, float)) or r <= 0 for r in self.eval_tta_scales):
+      raise ConfigError(f'eval_tta_scales must be positive ratios, got '
+                        f'{self.eval_tta_scales!r}')
     if self.eval_mode == 'slide':
       for key in ('eval_crop', 'eval_stride'):
         value = getattr(self, key)

@@ -4,12 +4,13 @@
   python -m fanet_jax.evaluate --workdir workdirs/demo --split val --checkpoint latest
   python -m fanet_jax.evaluate --workdir workdirs/demo --mode slide --crop 64 64 \\
       --stride 43 43 --per-image per_image.csv
+  python -m fanet_jax.evaluate --workdir workdirs/demo --tta
 
 The model, the data set and its test pipeline are the run's (`WORKDIR/config.json`);
 the variables are those of its best checkpoint (default), of its newest one
 (`latest`), or of a step. Prints the per-class table (IoU and accuracy per class,
 aAcc, mAcc, mIoU, fwIoU, and fgIoU where the run names foreground classes) and
-writes it to `WORKDIR/eval/<split>-<mode>.json`, with the confusion matrix the
+writes it to `WORKDIR/eval/<split>-<mode>[-tta].json`, with the confusion matrix the
 metrics come from: it is accumulated over the whole split, so the split's IoU is not
 a mean of per-image IoUs. `--per-image FILE.csv` adds one row per image: its file
 name and its IoU for each class (empty where the class is in neither its labels nor
@@ -42,6 +43,12 @@ def parse_args(argv):
                       help='slide: window size, in pixels of the rescaled image')
   parser.add_argument('--stride', type=int, nargs=2, metavar=('H', 'W'), default=None,
                       help='slide: window step')
+  parser.add_argument('--tta', action='store_true',
+                      help='test-time augmentation: scales 0.5-1.75 of the test scale, '
+                      'each flipped and not, softmax averaged')
+  parser.add_argument('--tta-scales', dest='tta_scales', type=float, nargs='+',
+                      default=None, metavar='R',
+                      help='test-time augmentation at these ratios instead (implies --tta)')
   parser.add_argument('--per-image', dest='per_image', default=None, metavar='FILE.csv',
                       help="write each image's per-class IoU to this CSV file")
   return parser.parse_args(argv)
@@ -107,7 +114,7 @@ def evaluate_run(args) -> dict:
   import jax
   import numpy as np
 
-  from fanet_jax import pretrained, sharding, tasks, trainer
+  from fanet_jax import inference, pretrained, sharding, tasks, trainer
   from fanet_jax.progress import write_atomically
   from fanet_jax.tasks import segmentation
 
@@ -118,6 +125,8 @@ def evaluate_run(args) -> dict:
     overrides['eval_crop'] = tuple(args.crop)
   if args.stride is not None:
     overrides['eval_stride'] = tuple(args.stride)
+  if args.tta or args.tta_scales:
+    overrides['eval_tta_scales'] = tuple(args.tta_scales or inference.TTA_SCALES)
   config = load_run(args.workdir, overrides)
   step, state_path = checkpoint_state(args.workdir, args.checkpoint)
   if args.per_image and jax.process_count() > 1:
@@ -135,7 +144,8 @@ def evaluate_run(args) -> dict:
     names = source.class_names[:config.num_classes]
     common = dict(mesh=mesh, num_classes=config.num_classes,
                   ignore_index=config.ignore_index, mode=config.eval_mode,
-                  crop=config.eval_crop, stride=config.eval_stride)
+                  crop=config.eval_crop, stride=config.eval_stride,
+                  tta_scales=config.eval_tta_scales)
     rows, confusion, nonfinite = [], 0, 0
     for index, batch in enumerate(task.eval_batches(source, mesh)):
       image = segmentation.evaluate(model, variables, [batch], **common)
@@ -152,9 +162,11 @@ def evaluate_run(args) -> dict:
   else:
     results = task.evaluate(model, variables, source, mesh)
   results.update(split=args.split, step=step, checkpoint=args.checkpoint,
-                 mode=config.eval_mode, crop=config.eval_crop, stride=config.eval_stride)
+                 mode=config.eval_mode, crop=config.eval_crop, stride=config.eval_stride,
+                 tta_scales=config.eval_tta_scales)
   if jax.process_index() == 0:
-    out = os.path.join(args.workdir, 'eval', f'{args.split}-{config.eval_mode}.json')
+    name = f'{args.split}-{config.eval_mode}{"-tta" if config.eval_tta_scales else ""}'
+    out = os.path.join(args.workdir, 'eval', f'{name}.json')
     os.makedirs(os.path.dirname(out), exist_ok=True)
     write_atomically(out, json.dumps(results, indent=2))
     results['written_to'] = out
@@ -174,8 +186,10 @@ def main(argv=None) -> int:
   except (EvaluateError, ConfigError, DataError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  tta = (f' with test-time augmentation at {", ".join(map(str, results["tta_scales"]))}'
+         ' (each flipped and not)' if results['tta_scales'] else '')
   print(f'{args.split} split, checkpoint {results["checkpoint"]} (step {results["step"]}), '
-        f'{results["mode"]} inference:')
+        f'{results["mode"]} inference{tta}:')
   print(metrics.format_table(results))
   if 'written_to' in results:
     print(f'written to {results["written_to"]}')

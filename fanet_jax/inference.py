@@ -7,10 +7,12 @@
   shifted back to end at the border (and an image smaller than the crop is one
   window of the image's size). The logits of the windows covering a pixel are summed
   and divided by their count (mmseg's `EncoderDecoder.slide_inference`).
-- test-time augmentation (`merge_views`): each view (a scale of the test scale, with
-  or without a horizontal flip) is inferred in either mode, its logits resized to the
-  original size and flipped back; the views' softmax probabilities are averaged and
-  the class is their arg-max (mmseg's `SegTTAModel.merge_preds`).
+- test-time augmentation (`tta_probabilities`): each view (a scale of the test scale,
+  with or without a horizontal flip) is inferred in either mode, its logits resized
+  to the original size and flipped back; the views' softmax probabilities are
+  averaged and the class is their arg-max (mmseg's `SegTTAModel.merge_preds`). A
+  view at scale r is the test-scale image resized bilinearly by r **[ours]**: mmseg
+  rescales the original image to r times the test scale, one interpolation fewer.
 
 `apply_fn(images)` is any function of a (B, h, w, C) batch that returns logits
 (B, h, w, K) at the size of its input, e.g. `lambda x: model.apply(variables, x,
@@ -103,3 +105,27 @@ def merge_views(views: Sequence[jax.Array]) -> jax.Array:
   """Class probabilities (B, H0, W0, K): the mean of the views' softmax, each view the
   logits of `view_logits` at the original size."""
   return sum(jax.nn.softmax(v, axis=-1) for v in views) / len(views)
+
+
+def tta_probabilities(apply_fn: Callable, images: jax.Array, output_size: Sequence[int],
+                      scales: Sequence[float] = TTA_SCALES, **mode) -> jax.Array:
+  """Class probabilities (B, H0, W0, K) averaged over the views: every scale of
+  `scales` (of `images`' size), each without and with a left-right flip; a scale's
+  two flips go through the model as one batch.
+
+  Args:
+    apply_fn: the segmentor's logits at its input's size.
+    images: (B, H, W, C) at the test scale.
+    output_size: (H0, W0), the original size.
+    scales: ratios of the test scale.
+    **mode: `logits`'s mode, crop and stride.
+  """
+  batch, height, width, _ = images.shape
+  views = []
+  for scale in scales:
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    scaled = images if size == (height, width) else layers.resize_bilinear(images, size)
+    both = jnp.concatenate([scaled, scaled[:, :, ::-1]])
+    resized = layers.resize_bilinear(logits(apply_fn, both, **mode), tuple(output_size))
+    views += [resized[:batch], resized[batch:, :, ::-1]]
+  return merge_views(views)

@@ -24,7 +24,7 @@ CONFIG_FILE = 'config.json'
 MAY_CHANGE = frozenset({
     'num_steps', 'contour_steps', 'eval_every', 'checkpoint_every', 'keep_checkpoints',
     'log_every', 'eval_batch_size', 'eval_mode', 'eval_crop', 'eval_stride',
-    'worker_count', 'max_nonfinite_steps', 'data_dir', 'manual_dir',
+    'eval_tta_scales',    'worker_count', 'max_nonfinite_steps', 'data_dir', 'manual_dir',
     'allow_config_change'})
 
 

@@ -46,17 +46,22 @@ def run(tmp_path_factory):
   return workdir, config, variables
 
 
-def _hand_count(config, variables, split):
-  """Per-image confusion matrices from the model's arg-max, counted with numpy."""
+def _hand_count(config, variables, split, flip_tta=False):
+  """Per-image confusion matrices from the model's arg-max (with `flip_tta`: of the
+  mean softmax of the image and its mirror image), counted with numpy."""
   task = tasks.create(config)
   source = task.load_sources((split,))[split]
   mesh = sharding.create_mesh(jax.devices()[:1])
   model = trainer.build_model(config)
   counts = []
   for batch in task.eval_batches(source, mesh):
-    logits = model.apply(variables, batch['image'], train=False)
-    logits = layers.resize_bilinear(logits, batch['label'].shape[1:3])
-    for label, prediction in zip(batch['label'], np.argmax(logits, -1)):
+    infer = lambda image: layers.resize_bilinear(
+        model.apply(variables, image, train=False), batch['label'].shape[1:3])
+    scores = infer(batch['image'])
+    if flip_tta:
+      mirrored = infer(batch['image'][:, :, ::-1])[:, :, ::-1]
+      scores = (jax.nn.softmax(scores) + jax.nn.softmax(mirrored)) / 2
+    for label, prediction in zip(batch['label'], np.argmax(scores, -1)):
       kept = label != config.ignore_index
       if not kept.any():  # a padding example
         continue
@@ -115,3 +120,14 @@ def test_bad_input_is_one_line(run, tmp_path, capsys, args, message):
   err = capsys.readouterr().err
   assert err.startswith('error: ') and err.count('\n') == 1
   assert re.search(message, err), err
+
+
+def test_flip_tta_is_the_mean_softmax_of_the_image_and_its_mirror(run, capsys):
+  workdir, config, variables = run
+  assert evaluate.main(['--workdir', workdir, '--split', 'val', '--tta-scales', '1']) == 0
+  assert 'with test-time augmentation at 1.0 (each flipped and not)' in (
+      capsys.readouterr().out)
+  with open(os.path.join(workdir, 'eval', 'val-whole-tta.json')) as f:
+    written = json.load(f)
+  assert written['tta_scales'] == [1.0]
+  assert written['confusion'] == sum(_hand_count(config, variables, 'val', True)).tolist()

@@ -120,7 +120,23 @@ def test_the_evaluation_step_scores_the_slide_logits():
 @pytest.mark.parametrize('override,message', [
     ('eval_mode=sliding', "eval_mode must be 'whole' or 'slide'"),
     ('eval_mode=slide', r"eval_mode 'slide' needs eval_crop=\(H,W\)"),
+    ('eval_tta_scales=(0.5,-1.0)', 'eval_tta_scales must be positive ratios'),
 ])
 def test_evaluation_mode_settings_are_checked(override, message):
   with pytest.raises(ConfigError, match=message):
     config_lib.apply_overrides(config_lib.load_experiment('demo'), [override])
+
+
+def test_tta_averages_the_softmax_of_every_scale_and_flip():
+  per_pixel = lambda x: jnp.tanh(x) @ WEIGHTS
+  images = jnp.asarray(RNG.normal(size=(2, 8, 10, 3)).astype(np.float32))
+  got = inference.tta_probabilities(per_pixel, images, (8, 10), scales=(1.0, 2.0))
+  # Independently: jax.image.resize (half-pixel bilinear, no antialiasing) and flips.
+  resize = lambda x, h, w: jax.image.resize(x, (x.shape[0], h, w, x.shape[3]),
+                                            'bilinear', antialias=False)
+  flip = lambda x: x[:, :, ::-1]
+  views = [per_pixel(images), flip(per_pixel(flip(images))),
+           resize(per_pixel(resize(images, 16, 20)), 8, 10),
+           flip(resize(per_pixel(resize(flip(images), 16, 20)), 8, 10))]
+  expected = sum(jax.nn.softmax(v, axis=-1) for v in views) / 4
+  np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-6)

@@ -6,9 +6,10 @@ augmentations (docs/data.md). The objective is cross-entropy plus the auxiliary
 head's, and in DenseAttentionSeg's fine-tuning phase the contour loss.
 
 Evaluation is mmsegmentation's whole-image inference, or its sliding-window
-inference (`eval_mode`, fanet_jax/inference.py): the segmentor sees the rescaled
-image, its logits are resized bilinearly back to the label's size before the
-arg-max, and a confusion matrix is accumulated on device. Padding examples in the
+inference (`eval_mode`), either with test-time augmentation (`eval_tta_scales`;
+fanet_jax/inference.py): the segmentor sees the rescaled image, its logits are
+resized bilinearly back to the label's size before the arg-max, and a confusion
+matrix is accumulated on device. Padding examples in the
 batches carry only ignored labels, so they count for nothing. A model whose logits
 are not finite at some scored pixel gets no score (NaN metrics, never a best
 checkpoint): the arg-max of NaN logits is class 0, which would otherwise score as
@@ -100,7 +101,8 @@ class Segmentation:
                     num_classes=c.num_classes, ignore_index=c.ignore_index,
                     class_names=source.class_names[:c.num_classes],
                     foreground=c.foreground_classes, mode=c.eval_mode,
-                    crop=c.eval_crop, stride=c.eval_stride)
+                    crop=c.eval_crop, stride=c.eval_stride,
+                    tta_scales=c.eval_tta_scales)
 
   @staticmethod
   def format_table(metrics: dict) -> str:
@@ -109,7 +111,8 @@ class Segmentation:
 
 def make_eval_step(model: nn.Module, num_classes: int, ignore_index: int,
                    mode: str = 'whole', crop: Optional[tuple[int, int]] = None,
-                   stride: Optional[tuple[int, int]] = None) -> Callable:
+                   stride: Optional[tuple[int, int]] = None,
+                   tta_scales: tuple[float, ...] = ()) -> Callable:
   """Builds `eval_step(variables, batch, (confusion, nonfinite)) -> the same, updated`;
   `nonfinite` counts the scored pixels whose logits are not all finite.
 
@@ -121,6 +124,8 @@ def make_eval_step(model: nn.Module, num_classes: int, ignore_index: int,
     mode: 'whole' or 'slide' (`inference.logits`).
     crop: the windows' (H, W) for 'slide'.
     stride: their step (H, W) for 'slide'.
+    tta_scales: test-time augmentation at these ratios of the test scale
+      (`inference.tta_probabilities`); () for none.
 
   Returns:
     The pure step; `batch['label']` may be larger or smaller than the image.
@@ -128,8 +133,13 @@ def make_eval_step(model: nn.Module, num_classes: int, ignore_index: int,
   def eval_step(variables, batch, counts):
     confusion, nonfinite = counts
     apply_fn = lambda images: model.apply(variables, images, train=False)
-    logits = inference.logits(apply_fn, batch['image'], mode, crop, stride)
-    logits = layers.resize_bilinear(logits, batch['label'].shape[1:3])
+    size = batch['label'].shape[1:3]
+    if tta_scales:  # probabilities: their arg-max and finiteness serve as the logits'
+      logits = inference.tta_probabilities(apply_fn, batch['image'], size, tta_scales,
+                                           mode=mode, crop=crop, stride=stride)
+    else:
+      logits = layers.resize_bilinear(
+          inference.logits(apply_fn, batch['image'], mode, crop, stride), size)
     predictions = jnp.argmax(logits, axis=-1)
     scored = batch['label'] != ignore_index
     bad = scored & ~jnp.all(jnp.isfinite(logits), axis=-1)
@@ -141,10 +151,11 @@ def make_eval_step(model: nn.Module, num_classes: int, ignore_index: int,
 
 @functools.lru_cache(maxsize=8)
 def _jitted_eval_step(model: nn.Module, num_classes: int, ignore_index: int,
-                      mesh: Mesh, mode: str, crop, stride) -> Callable:
+                      mesh: Mesh, mode: str, crop, stride, tta_scales) -> Callable:
   # One jitted step per model, mesh and mode, so that a run's evaluations (and the
   # runs of one process) trace the model once, not at every evaluation.
-  return jax.jit(make_eval_step(model, num_classes, ignore_index, mode, crop, stride),
+  return jax.jit(make_eval_step(model, num_classes, ignore_index, mode, crop, stride,
+                                tta_scales),
                  in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh),
                                sharding.replicated(mesh)),
                  out_shardings=sharding.replicated(mesh), donate_argnums=2)
@@ -154,7 +165,8 @@ def evaluate(model: nn.Module, variables: Any, batches: Iterable[dict], *, mesh:
              num_classes: int, ignore_index: int, class_names: Sequence[str] = (),
              foreground: Sequence[int] = (), mode: str = 'whole',
              crop: Optional[Sequence[int]] = None,
-             stride: Optional[Sequence[int]] = None) -> dict:
+             stride: Optional[Sequence[int]] = None,
+             tta_scales: Sequence[float] = ()) -> dict:
   """Runs the model over `batches` and returns `metrics_from_confusion`'s dict.
 
   Args:
@@ -170,6 +182,7 @@ def evaluate(model: nn.Module, variables: Any, batches: Iterable[dict], *, mesh:
     mode: 'whole' or 'slide' (fanet_jax/inference.py).
     crop: the sliding windows' (H, W).
     stride: their step (H, W).
+    tta_scales: test-time augmentation's ratios of the test scale; () for none.
 
   Returns:
     The metrics dict, plus `confusion` (the matrix as nested lists). Where some
@@ -177,7 +190,8 @@ def evaluate(model: nn.Module, variables: Any, batches: Iterable[dict], *, mesh:
     and every metric is NaN.
   """
   step = _jitted_eval_step(model, num_classes, ignore_index, mesh, mode,
-                           crop and tuple(crop), stride and tuple(stride))
+                           crop and tuple(crop), stride and tuple(stride),
+                           tuple(tta_scales))
   counts = jax.device_put((jnp.zeros((num_classes, num_classes), jnp.int32),
                            jnp.zeros((), jnp.int32)), sharding.replicated(mesh))
   for batch in batches:
