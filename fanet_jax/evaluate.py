@@ -88,8 +88,8 @@ def load_run(workdir: str, overrides: dict):
     raise EvaluateError(f'{path}: missing; is {workdir} the workdir of a training run?')
   with open(path) as f:
     config = config_lib.from_json(f.read(), path)
-  if config.modality not in ('rgb', 'depth'):
-    raise EvaluateError(f'{path}: a {config.modality} run; evaluate scores segmentation '
+  if config.task != 'segmentation':
+    raise EvaluateError(f'{path}: a {config.task} run; evaluate scores segmentation '
                         'runs (classifiers report top-1 at the end of training)')
   return dataclasses.replace(config, **overrides)
 

@@ -113,9 +113,14 @@ def test_slide_mode_is_written_beside_whole(run, capsys):
     (['--workdir', '{run}', '--checkpoint', '3'], r"no checkpoint '3' \(steps in "
      r"checkpoints/: none, in best/: \[7\]\)"),
     (['--workdir', '{run}', '--mode', 'slide'], "eval_mode 'slide' needs eval_crop"),
+    (['--workdir', '{classifier}'], 'a classification run; evaluate scores segmentation'),
 ])
 def test_bad_input_is_one_line(run, tmp_path, capsys, args, message):
-  args = [a.format(tmp=tmp_path, run=run[0]) for a in args]
+  classifier = tmp_path / 'classifier'
+  classifier.mkdir()
+  (classifier / 'config.json').write_text(
+      config_lib.to_json(config_lib.load_experiment('imagenet_smoke')))
+  args = [a.format(tmp=tmp_path, run=run[0], classifier=classifier) for a in args]
   assert evaluate.main(args) == 2
   err = capsys.readouterr().err
   assert err.startswith('error: ') and err.count('\n') == 1
