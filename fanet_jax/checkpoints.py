@@ -71,11 +71,33 @@ def _write_failure(error: Exception) -> str:
   return _first_line(error)[:200]
 
 
-def _committed_steps(directory: str) -> list[int]:
+def saved_steps(directory: str) -> list[int]:
   """Steps with a finished save in a checkpoint folder, read from the disk."""
   if not os.path.isdir(directory):
     return []
   return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+
+
+def state_path(workdir: str, which: str = 'best') -> tuple[int, str]:
+  """(step, path of the saved train state) of a run's checkpoint `which`: 'best'
+  (the best state, or the newest rolling one of a run that never evaluated),
+  'latest' (the newest rolling one) or a step number.
+
+  Raises:
+    CheckpointError: no such checkpoint (the steps there are named).
+  """
+  best = saved_steps(os.path.join(workdir, 'best'))
+  rolling = saved_steps(os.path.join(workdir, 'checkpoints'))
+  if which == 'best' and best:
+    return best[-1], os.path.join(workdir, 'best', str(best[-1]), 'state')
+  if which in ('best', 'latest') and rolling:
+    return rolling[-1], os.path.join(workdir, 'checkpoints', str(rolling[-1]), 'state')
+  if which.isdigit():
+    for folder, found in (('checkpoints', rolling), ('best', best)):
+      if int(which) in found:
+        return int(which), os.path.join(workdir, folder, which, 'state')
+  raise CheckpointError(f'{workdir}: no checkpoint {which!r} (steps in checkpoints/: '
+                        f'{rolling or "none"}, in best/: {best or "none"})')
 
 
 class Checkpointer:
@@ -263,7 +285,7 @@ class Checkpointer:
       for folder in (self._directory, os.path.join(self._workdir, 'best')):
         remove_unfinished_saves(folder)
     free = shutil.disk_usage(self._workdir).free / 2**20
-    steps = _committed_steps(self._directory)
+    steps = saved_steps(self._directory)
     newest = (f'the newest complete checkpoint is step {steps[-1]}' if steps else
               'no complete checkpoint is left')
     return CheckpointError(

@@ -26,7 +26,7 @@ from typing import Optional
 
 
 class EvaluateError(ValueError):
-  """A workdir, checkpoint or option that cannot be evaluated: one line, exit 2."""
+  """A workdir or option that cannot be evaluated: one line, exit 2."""
 
 
 def parse_args(argv):
@@ -52,30 +52,6 @@ def parse_args(argv):
   parser.add_argument('--per-image', dest='per_image', default=None, metavar='FILE.csv',
                       help="write each image's per-class IoU to this CSV file")
   return parser.parse_args(argv)
-
-
-def checkpoint_state(workdir: str, which: str) -> tuple[int, str]:
-  """(step, path of the saved train state) of `which`: 'best', 'latest' or a step.
-
-  Raises:
-    EvaluateError: no such checkpoint (the ones there are named).
-  """
-  def steps(folder):
-    path = os.path.join(workdir, folder)
-    names = os.listdir(path) if os.path.isdir(path) else []
-    return sorted(int(name) for name in names if name.isdigit())
-
-  best, rolling = steps('best'), steps('checkpoints')
-  if which == 'best' and best:
-    return best[-1], os.path.join(workdir, 'best', str(best[-1]), 'state')
-  if which in ('best', 'latest') and rolling:  # a run without an evaluation has no best
-    return rolling[-1], os.path.join(workdir, 'checkpoints', str(rolling[-1]), 'state')
-  if which.isdigit():
-    for folder, found in (('checkpoints', rolling), ('best', best)):
-      if int(which) in found:
-        return int(which), os.path.join(workdir, folder, which, 'state')
-  raise EvaluateError(f'{workdir}: no checkpoint {which!r} (steps in checkpoints/: '
-                      f'{rolling or "none"}, in best/: {best or "none"})')
 
 
 def load_run(workdir: str, overrides: dict):
@@ -104,17 +80,12 @@ def _iou_row(confusion) -> list[Optional[float]]:
   return [float(h / u) if u else None for h, u in zip(hits, union)]
 
 
-def _file_name(example: dict, index: int) -> str:
-  name = example.get('file_name', str(index))
-  return name.decode() if isinstance(name, bytes) else str(name)
-
-
 def evaluate_run(args) -> dict:
   """Everything `main` does but printing; returns the metrics written."""
   import jax
   import numpy as np
 
-  from fanet_jax import inference, pretrained, sharding, tasks, trainer
+  from fanet_jax import checkpoints, inference, pretrained, sharding, tasks, trainer
   from fanet_jax.progress import write_atomically
   from fanet_jax.tasks import segmentation
 
@@ -128,7 +99,7 @@ def evaluate_run(args) -> dict:
   if args.tta or args.tta_scales:
     overrides['eval_tta_scales'] = tuple(args.tta_scales or inference.TTA_SCALES)
   config = load_run(args.workdir, overrides)
-  step, state_path = checkpoint_state(args.workdir, args.checkpoint)
+  step, state_path = checkpoints.state_path(args.workdir, args.checkpoint)
   if args.per_image and jax.process_count() > 1:
     raise EvaluateError('--per-image needs a single process')
 
@@ -151,7 +122,7 @@ def evaluate_run(args) -> dict:
       image = segmentation.evaluate(model, variables, [batch], **common)
       confusion = confusion + np.asarray(image['confusion'])
       nonfinite += image.get('nonfinite_pixels', 0)
-      rows.append([_file_name(source[index], index)] + _iou_row(image['confusion']))
+      rows.append([source[index]['file_name']] + _iou_row(image['confusion']))
     # The split's metrics from the summed matrix, as a whole-split pass gives them.
     results = segmentation.scored(confusion, nonfinite, names, config.foreground_classes)
     with open(args.per_image, 'w', newline='') as f:
@@ -178,12 +149,13 @@ def main(argv=None) -> int:
   from absl import flags
 
   from fanet_jax import metrics
+  from fanet_jax.checkpoints import CheckpointError
   from fanet_jax.config import ConfigError
   from input_pipeline.errors import DataError
   flags.FLAGS.mark_as_parsed()  # grain reads absl flags
   try:
     results = evaluate_run(args)
-  except (EvaluateError, ConfigError, DataError) as e:
+  except (EvaluateError, CheckpointError, ConfigError, DataError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   tta = (f' with test-time augmentation at {", ".join(map(str, results["tta_scales"]))}'

@@ -91,19 +91,9 @@ def logits(apply_fn: Callable, images: jax.Array, mode: str = 'whole',
   return slide_logits(apply_fn, images, crop, stride)
 
 
-def view_logits(apply_fn: Callable, images: jax.Array, output_size: Sequence[int], *,
-                flip: bool = False, **mode) -> jax.Array:
-  """One test-time view: logits of `images` (flipped left-right first if `flip`) in a
-  mode of `logits`, resized bilinearly to `output_size` (H0, W0) and flipped back."""
-  if flip:
-    images = images[:, :, ::-1]
-  result = layers.resize_bilinear(logits(apply_fn, images, **mode), tuple(output_size))
-  return result[:, :, ::-1] if flip else result
-
-
 def merge_views(views: Sequence[jax.Array]) -> jax.Array:
-  """Class probabilities (B, H0, W0, K): the mean of the views' softmax, each view the
-  logits of `view_logits` at the original size."""
+  """Class probabilities (B, H0, W0, K): the mean of the views' softmax, each view's
+  logits at the original size and flipped back."""
   return sum(jax.nn.softmax(v, axis=-1) for v in views) / len(views)
 
 

@@ -20,6 +20,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from fanet_jax import checkpoints
+
 COLLECTIONS = ('params', 'batch_stats')
 
 
@@ -48,12 +50,10 @@ def _restore_as_stored(path: str) -> dict:
 
 
 def _state_path(workdir: str) -> str:
-  for folder in ('best', 'checkpoints'):
-    root = os.path.join(workdir, folder)
-    steps = [int(d) for d in os.listdir(root) if d.isdigit()] if os.path.isdir(root) else []
-    if steps:
-      return os.path.join(root, str(max(steps)), 'state')
-  raise PretrainedError(f'{workdir}: no checkpoint found under best/ or checkpoints/')
+  try:
+    return checkpoints.state_path(workdir, 'best')[1]
+  except checkpoints.CheckpointError as e:
+    raise PretrainedError(str(e)) from None
 
 
 def load_variables(path: str) -> dict:

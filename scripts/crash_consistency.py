@@ -45,6 +45,7 @@ import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # launch.py and fanet_jax, for the child and the comparison
 SIGNALS = {'KILL': signal.SIGKILL, 'TERM': signal.SIGTERM, 'INT': signal.SIGINT}
 # The exit status each signal must end a launch with (Popen: -N for death by signal N).
 EXPECTED_EXIT = {'KILL': -signal.SIGKILL, 'TERM': 75, 'INT': 130}
@@ -171,7 +172,6 @@ def _arm(fault: Fault, log_path: str, workdir: str, data_dir: str):
 
 def child(argv: list[str]) -> int:
   spec, log_path, *launch_args = argv
-  sys.path.insert(0, REPO)
   import launch
   args = launch.parse_args(launch_args)
   data_dir = next(a.split('=', 1)[1] for group in args.overrides for a in group
@@ -221,13 +221,14 @@ def run_length(faults: list[Fault]) -> int:
 
 def _arrays(workdir: str, folder: str) -> tuple[int, dict]:
   """(step, path -> numpy array) of the newest state saved in `workdir/folder`."""
+  import jax
   import numpy as np
   import orbax.checkpoint as ocp
+  from fanet_jax import checkpoints
   directory = os.path.join(workdir, folder)
-  step = max(int(n) for n in os.listdir(directory) if n.isdigit())
+  step = checkpoints.saved_steps(directory)[-1]
   with ocp.StandardCheckpointer() as reader:
     tree = reader.restore(os.path.join(directory, str(step), 'state'))
-  import jax
   return step, {jax.tree_util.keystr(path): np.asarray(leaf)
                 for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 

@@ -70,13 +70,9 @@ def test_one_window_that_covers_the_image_is_whole_image_inference():
 def test_flip_views_of_a_flip_equivariant_function_change_nothing():
   per_pixel = lambda x: x @ WEIGHTS  # commutes with a left-right flip
   images = jnp.asarray(RNG.normal(size=(2, 8, 10, 3)).astype(np.float32))
-  views = [inference.view_logits(per_pixel, images, (8, 10), flip=flip)
-           for flip in (False, True)]
-  np.testing.assert_allclose(np.asarray(inference.merge_views(views)),
-                             np.asarray(jax.nn.softmax(per_pixel(images), axis=-1)),
-                             rtol=1e-6, atol=1e-6)
-  # The flipped view alone is flipped back into place.
-  np.testing.assert_allclose(np.asarray(views[1]), np.asarray(views[0]), atol=1e-6)
+  np.testing.assert_allclose(
+      np.asarray(inference.tta_probabilities(per_pixel, images, (8, 10), scales=(1.0,))),
+      np.asarray(jax.nn.softmax(per_pixel(images), axis=-1)), rtol=1e-6, atol=1e-6)
 
 
 def test_unknown_mode_and_missing_windows_are_refused():
