@@ -1,16 +1,20 @@
-"""Scores a trained segmentation run on one split of its data set.
+"""Scores a trained segmentor on one split of its data set.
 
   python -m fanet_jax.evaluate --workdir workdirs/demo
   python -m fanet_jax.evaluate --workdir workdirs/demo --split val --checkpoint latest
   python -m fanet_jax.evaluate --workdir workdirs/demo --mode slide --crop 64 64 \\
       --stride 43 43 --per-image per_image.csv
   python -m fanet_jax.evaluate --workdir workdirs/demo --tta
+  python -m fanet_jax.evaluate --experiment zerowaste_fanet_tiny \\
+      --weights pretrained/fanet_tiny_upernet --set manual_dir=/data/zerowaste-f
 
 The model, the data set and its test pipeline are the run's (`WORKDIR/config.json`);
 the variables are those of its best checkpoint (default), of its newest one
-(`latest`), or of a step. Prints the per-class table (IoU and accuracy per class,
+(`latest`), or of a step. Converted PyTorch weights (`--weights`, written by
+`python -m fanet_jax.pytorch.convert`) are scored with an experiment's config
+instead (fanet_jax/trained.py). Prints the per-class table (IoU and accuracy per class,
 aAcc, mAcc, mIoU, fwIoU, and fgIoU where the run names foreground classes) and
-writes it to `WORKDIR/eval/<split>-<mode>[-tta].json`, with the confusion matrix the
+writes it to `WORKDIR/eval/<split>-<mode>[-tta].json` (`--output`), with the confusion matrix the
 metrics come from: it is accumulated over the whole split, so the split's IoU is not
 a mean of per-image IoUs. `--per-image FILE.csv` adds one row per image: its file
 name and its IoU for each class (empty where the class is in neither its labels nor
@@ -24,19 +28,15 @@ import os
 import sys
 from typing import Optional
 
-
-class EvaluateError(ValueError):
-  """A workdir or option that cannot be evaluated: one line, exit 2."""
+from fanet_jax import trained
 
 
 def parse_args(argv):
   parser = argparse.ArgumentParser(
       description=__doc__.split('\n\n')[0], epilog=__doc__.split('\n\n', 1)[1],
       formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--workdir', required=True, help="a training run's folder")
+  trained.add_arguments(parser)
   parser.add_argument('--split', default='test', help='train, val or test (default: test)')
-  parser.add_argument('--checkpoint', default='best',
-                      help='best (default), latest, or a step number')
   parser.add_argument('--mode', choices=('whole', 'slide'), default=None,
                       help="inference mode (default: the run's eval_mode)")
   parser.add_argument('--crop', type=int, nargs=2, metavar=('H', 'W'), default=None,
@@ -51,23 +51,26 @@ def parse_args(argv):
                       help='test-time augmentation at these ratios instead (implies --tta)')
   parser.add_argument('--per-image', dest='per_image', default=None, metavar='FILE.csv',
                       help="write each image's per-class IoU to this CSV file")
+  parser.add_argument('--output', default=None, metavar='FILE.json',
+                      help='where the metrics go (default: WORKDIR/eval/<split>-<mode>'
+                      '[-tta].json, or WEIGHTS-eval/... for converted weights)')
   return parser.parse_args(argv)
 
 
-def load_run(workdir: str, overrides: dict):
-  """The run's Config, with `overrides` (evaluation settings) applied."""
-  from fanet_jax import config as config_lib
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.isdir(workdir):
-    raise EvaluateError(f'{workdir}: no such folder; give the --workdir of a run')
-  if not os.path.exists(path):
-    raise EvaluateError(f'{path}: missing; is {workdir} the workdir of a training run?')
-  with open(path) as f:
-    config = config_lib.from_json(f.read(), path)
-  if config.task != 'segmentation':
-    raise EvaluateError(f'{path}: a {config.task} run; evaluate scores segmentation '
-                        'runs (classifiers report top-1 at the end of training)')
-  return dataclasses.replace(config, **overrides)
+def eval_overrides(args) -> dict:
+  """The config fields that the inference options (--mode, --crop, --stride, --tta,
+  --tta-scales) set; shared with python -m fanet_jax.predict."""
+  from fanet_jax import inference
+  overrides = {}
+  if args.mode is not None:
+    overrides['eval_mode'] = args.mode
+  if args.crop is not None:
+    overrides['eval_crop'] = tuple(args.crop)
+  if args.stride is not None:
+    overrides['eval_stride'] = tuple(args.stride)
+  if args.tta or args.tta_scales:
+    overrides['eval_tta_scales'] = tuple(args.tta_scales or inference.TTA_SCALES)
+  return overrides
 
 
 def _iou_row(confusion) -> list[Optional[float]]:
@@ -85,31 +88,19 @@ def evaluate_run(args) -> dict:
   import jax
   import numpy as np
 
-  from fanet_jax import checkpoints, inference, pretrained, sharding, tasks, trainer
+  from fanet_jax import sharding, tasks
   from fanet_jax.progress import write_atomically
   from fanet_jax.tasks import segmentation
 
-  overrides = {}
-  if args.mode is not None:
-    overrides['eval_mode'] = args.mode
-  if args.crop is not None:
-    overrides['eval_crop'] = tuple(args.crop)
-  if args.stride is not None:
-    overrides['eval_stride'] = tuple(args.stride)
-  if args.tta or args.tta_scales:
-    overrides['eval_tta_scales'] = tuple(args.tta_scales or inference.TTA_SCALES)
-  config = load_run(args.workdir, overrides)
-  step, state_path = checkpoints.state_path(args.workdir, args.checkpoint)
   if args.per_image and jax.process_count() > 1:
-    raise EvaluateError('--per-image needs a single process')
-
-  model = trainer.build_model(config)
+    raise trained.RunError('--per-image needs a single process')
+  run = trained.load(args, eval_overrides(args))
+  config, model = run.config, run.model
   # For the per-image table one device and batches of one: a batch is one image.
   task = tasks.create(dataclasses.replace(config, eval_batch_size=1)
                       if args.per_image else config)
   mesh = sharding.create_mesh(jax.devices()[:1] if args.per_image else None)
-  variables = jax.device_put(pretrained.load_variables(state_path),
-                             sharding.replicated(mesh))
+  variables = jax.device_put(run.variables, sharding.replicated(mesh))
   source = task.load_sources((args.split,))[args.split]
   if args.per_image:
     names = source.class_names[:config.num_classes]
@@ -132,13 +123,15 @@ def evaluate_run(args) -> dict:
                        for name, *ious in rows)
   else:
     results = task.evaluate(model, variables, source, mesh)
-  results.update(split=args.split, step=step, checkpoint=args.checkpoint,
+  results.update(split=args.split, step=run.step, weights=run.origin,
                  mode=config.eval_mode, crop=config.eval_crop, stride=config.eval_stride,
                  tta_scales=config.eval_tta_scales)
   if jax.process_index() == 0:
     name = f'{args.split}-{config.eval_mode}{"-tta" if config.eval_tta_scales else ""}'
-    out = os.path.join(args.workdir, 'eval', f'{name}.json')
-    os.makedirs(os.path.dirname(out), exist_ok=True)
+    folder = (os.path.join(args.workdir, 'eval') if args.workdir
+              else os.path.normpath(args.weights) + '-eval')
+    out = args.output or os.path.join(folder, f'{name}.json')
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     write_atomically(out, json.dumps(results, indent=2))
     results['written_to'] = out
   return results
@@ -151,17 +144,18 @@ def main(argv=None) -> int:
   from fanet_jax import metrics
   from fanet_jax.checkpoints import CheckpointError
   from fanet_jax.config import ConfigError
+  from fanet_jax.pretrained import PretrainedError
   from input_pipeline.errors import DataError
   flags.FLAGS.mark_as_parsed()  # grain reads absl flags
   try:
     results = evaluate_run(args)
-  except (EvaluateError, CheckpointError, ConfigError, DataError) as e:
+  except (trained.RunError, CheckpointError, ConfigError, DataError,
+          PretrainedError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   tta = (f' with test-time augmentation at {", ".join(map(str, results["tta_scales"]))}'
          ' (each flipped and not)' if results['tta_scales'] else '')
-  print(f'{args.split} split, checkpoint {results["checkpoint"]} (step {results["step"]}), '
-        f'{results["mode"]} inference{tta}:')
+  print(f'{args.split} split, {results["weights"]}, {results["mode"]} inference{tta}:')
   print(metrics.format_table(results))
   if 'written_to' in results:
     print(f'written to {results["written_to"]}')
@@ -169,4 +163,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
+  from fanet_jax.runtime import configure_process
+  configure_process()  # launch.py's XLA:CPU flags and malloc settings
   sys.exit(main())

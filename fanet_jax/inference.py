@@ -119,3 +119,17 @@ def tta_probabilities(apply_fn: Callable, images: jax.Array, output_size: Sequen
     resized = layers.resize_bilinear(logits(apply_fn, both, **mode), tuple(output_size))
     views += [resized[:batch], resized[batch:, :, ::-1]]
   return merge_views(views)
+
+
+def scores(apply_fn: Callable, images: jax.Array, output_size: Sequence[int],
+           mode: str = 'whole', crop: Sequence[int] | None = None,
+           stride: Sequence[int] | None = None,
+           tta_scales: Sequence[float] = ()) -> jax.Array:
+  """Class scores (B, H0, W0, K) at `output_size` (the original size), whose arg-max
+  is the prediction: the logits in `mode`, resized bilinearly; or, with `tta_scales`,
+  the views' mean probabilities (`tta_probabilities`)."""
+  if tta_scales:
+    return tta_probabilities(apply_fn, images, output_size, tta_scales, mode=mode,
+                             crop=crop, stride=stride)
+  return layers.resize_bilinear(logits(apply_fn, images, mode, crop, stride),
+                                tuple(output_size))

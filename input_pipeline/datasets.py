@@ -45,6 +45,13 @@ CLASS_NAMES = {
     'synthetic_hands': interseg.CLASSES,  # ... and this one InterSegHands'
     'inter_seg_hands': interseg.CLASSES,
 }
+# Colours by label value, for predictions and overlays.
+PALETTES = {
+    'synthetic_waste': zerowaste.PALETTE,
+    'zero_waste_f': zerowaste.PALETTE,
+    'synthetic_hands': interseg.PALETTE,
+    'inter_seg_hands': interseg.PALETTE,
+}
 # Layout checks of the data sets read from a manual directory, run before TFDS's own
 # (which fails on a missing folder with an AssertionError about "manual directory").
 MANUAL_LAYOUT_CHECKS = {

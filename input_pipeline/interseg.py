@@ -32,6 +32,8 @@ REQUIRED_SPLITS = ('train',)
 DEPTH_DIR = 'depth'
 MASK_DIR = 'mask'
 CLASSES = ('background', 'hand', 'object')
+# Colours of the classes in predictions and overlays [ours: the paper shows none].
+PALETTE = ((0, 0, 0), (220, 20, 60), (0, 130, 255))
 NUM_CLASSES = len(CLASSES)
 IGNORE_INDEX = 255
 LAYOUT = ('{train,val,test}/depth/*.png (16-bit single-channel depth in mm, 0 = missing) '

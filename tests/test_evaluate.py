@@ -2,24 +2,22 @@
 a count by hand of the model's predictions, the per-image table against each image's
 own count, the slide mode, and one line for each bad input.
 
-The workdir is made without training: the run's config.json and a saved train state
-of a freshly initialised model (what the trainer's checkpoints hold).
+The workdir is made without training (tests/runs.py).
 """
 import csv
-import functools
 import json
 import os
 import re
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from fanet_jax import config as config_lib
-from fanet_jax import evaluate, sharding, tasks, trainer
+from fanet_jax import evaluate, pretrained, sharding, tasks, trainer
 from fanet_jax.models import layers
+
+import runs
 
 STEP = 7
 
@@ -28,22 +26,8 @@ STEP = 7
 def run(tmp_path_factory):
   """(workdir, config, variables) of an untrained run with a best checkpoint."""
   workdir = str(tmp_path_factory.mktemp('run'))
-  config = config_lib.Config(
-      dataset='synthetic_waste', dataset_config='tiny',
-      data_dir=str(tmp_path_factory.mktemp('tfds')), model='fanet_test_upernet',
-      model_kwargs={'conv_impl': 'lax'}, img_scale=(96, 48), crop_size=(32, 32),
-      worker_count=0, eval_batch_size=4)
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    f.write(config_lib.to_json(config))
-  model = trainer.build_model(config)
-  variables = jax.jit(functools.partial(model.init, train=True))(
-      {'params': jax.random.key(0), 'dropout': jax.random.key(1)},
-      jnp.zeros((1, 64, 64, 3)))
-  state = {'step': np.int32(STEP), 'params': variables['params'],
-           'batch_stats': variables['batch_stats']}
-  with ocp.StandardCheckpointer() as writer:
-    writer.save(os.path.join(workdir, 'best', str(STEP), 'state'), state)
-  return workdir, config, variables
+  config = runs.tiny_rgb_config(str(tmp_path_factory.mktemp('tfds')))
+  return workdir, config, runs.make_run(workdir, config, STEP)
 
 
 def _hand_count(config, variables, split, flip_tta=False):
@@ -75,7 +59,8 @@ def test_the_split_metrics_come_from_the_summed_confusion(run, tmp_path, capsys)
   workdir, config, variables = run
   table = str(tmp_path / 'per_image.csv')
   assert evaluate.main(['--workdir', workdir, '--split', 'val', '--per-image', table]) == 0
-  assert 'val split, checkpoint best (step 7), whole inference' in capsys.readouterr().out
+  assert f'val split, {workdir}, checkpoint best (step 7), whole inference' in (
+      capsys.readouterr().out)
   with open(os.path.join(workdir, 'eval', 'val-whole.json')) as f:
     written = json.load(f)
   counts = _hand_count(config, variables, 'val')
@@ -113,14 +98,27 @@ def test_slide_mode_is_written_beside_whole(run, capsys):
     (['--workdir', '{run}', '--checkpoint', '3'], r"no checkpoint '3' \(steps in "
      r"checkpoints/: none, in best/: \[7\]\)"),
     (['--workdir', '{run}', '--mode', 'slide'], "eval_mode 'slide' needs eval_crop"),
-    (['--workdir', '{classifier}'], 'a classification run; evaluate scores segmentation'),
+    (['--workdir', '{classifier}'], 'a classification model; this command takes '
+     'segmentation models'),
+    (['--workdir', '{run}', '--weights', '{run}'], 'give either --workdir'),
+    (['--weights', '{run}'], '--experiment and --weights go together'),
+    (['--experiment', 'demo', '--weights', '{tmp}/nothing'], 'pretrained directory does '
+     'not exist'),
+    (['--experiment', 'nothing', '--weights', '{run}'], "unknown experiment 'nothing'"),
+    (['--experiment', 'demo', '--weights', '{backbone}', '--set',
+      "model=fanet_test_upernet"], r"the weights do not fit model 'fanet_test_upernet': "
+     r'\d+ variables missing, e.g. params/decode_head'),
 ])
 def test_bad_input_is_one_line(run, tmp_path, capsys, args, message):
+  backbone = tmp_path / 'backbone'  # a converted ImageNet backbone: no decoder
+  pretrained.save_variables(str(backbone), {k: {'backbone': v['backbone']}
+                                            for k, v in run[2].items() if 'backbone' in v})
   classifier = tmp_path / 'classifier'
   classifier.mkdir()
   (classifier / 'config.json').write_text(
       config_lib.to_json(config_lib.load_experiment('imagenet_smoke')))
-  args = [a.format(tmp=tmp_path, run=run[0], classifier=classifier) for a in args]
+  args = [a.format(tmp=tmp_path, run=run[0], classifier=classifier, backbone=backbone)
+          for a in args]
   assert evaluate.main(args) == 2
   err = capsys.readouterr().err
   assert err.startswith('error: ') and err.count('\n') == 1
@@ -136,3 +134,22 @@ def test_flip_tta_is_the_mean_softmax_of_the_image_and_its_mirror(run, capsys):
     written = json.load(f)
   assert written['tta_scales'] == [1.0]
   assert written['confusion'] == sum(_hand_count(config, variables, 'val', True)).tolist()
+
+
+def test_converted_weights_are_scored_with_an_experiment_config(run, tmp_path, capsys):
+  """--experiment and --weights (what python -m fanet_jax.pytorch.convert writes): the
+  same confusion matrix as the run whose variables they are."""
+  workdir, config, variables = run
+  weights = str(tmp_path / 'converted')
+  pretrained.save_variables(weights, variables)
+  settings = [f'{key}={value if isinstance(value, str) else repr(value)}' for key, value in (
+      ('dataset', config.dataset), ('dataset_config', config.dataset_config),
+      ('data_dir', config.data_dir), ('model', config.model),
+      ('model_kwargs', config.model_kwargs), ('img_scale', config.img_scale))]
+  assert evaluate.main(['--experiment', 'demo', '--weights', weights, '--split', 'val',
+                        '--set', *settings]) == 0
+  assert f'val split, {weights}, whole inference' in capsys.readouterr().out
+  with open(weights + '-eval/val-whole.json') as f:
+    written = json.load(f)
+  assert written['confusion'] == sum(_hand_count(config, variables, 'val')).tolist()
+  assert written['step'] is None and written['weights'] == weights

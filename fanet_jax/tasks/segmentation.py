@@ -27,7 +27,6 @@ from jax.sharding import Mesh
 from fanet_jax import distributed, inference, losses, sharding
 from fanet_jax import metrics as metrics_lib
 from fanet_jax.config import Config, ConfigError
-from fanet_jax.models import layers
 from input_pipeline import datasets, sampling, segmentation_eval, segmentation_training
 
 MODALITIES = ('rgb', 'depth')
@@ -133,13 +132,9 @@ def make_eval_step(model: nn.Module, num_classes: int, ignore_index: int,
   def eval_step(variables, batch, counts):
     confusion, nonfinite = counts
     apply_fn = lambda images: model.apply(variables, images, train=False)
-    size = batch['label'].shape[1:3]
-    if tta_scales:  # probabilities: their arg-max and finiteness serve as the logits'
-      logits = inference.tta_probabilities(apply_fn, batch['image'], size, tta_scales,
-                                           mode=mode, crop=crop, stride=stride)
-    else:
-      logits = layers.resize_bilinear(
-          inference.logits(apply_fn, batch['image'], mode, crop, stride), size)
+    # With TTA probabilities: their arg-max and finiteness serve as the logits'.
+    logits = inference.scores(apply_fn, batch['image'], batch['label'].shape[1:3], mode,
+                              crop, stride, tta_scales)
     predictions = jnp.argmax(logits, axis=-1)
     scored = batch['label'] != ignore_index
     bad = scored & ~jnp.all(jnp.isfinite(logits), axis=-1)
