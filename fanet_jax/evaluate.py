@@ -12,11 +12,11 @@ The model, the data set and its test pipeline are the run's (`WORKDIR/config.jso
 the variables are those of its best checkpoint (default), of its newest one
 (`latest`), or of a step. Converted PyTorch weights (`--weights`, written by
 `python -m fanet_jax.pytorch.convert`) are scored with an experiment's config
-instead (fanet_jax/trained.py). Prints the per-class table (IoU and accuracy per class,
-aAcc, mAcc, mIoU, fwIoU, and fgIoU where the run names foreground classes) and
-writes it to `WORKDIR/eval/<split>-<mode>[-tta].json` (`--output`), with the confusion matrix the
-metrics come from: it is accumulated over the whole split, so the split's IoU is not
-a mean of per-image IoUs. `--per-image FILE.csv` adds one row per image: its file
+instead (fanet_jax/trained.py). Prints the per-class table (IoU and accuracy per
+class, aAcc, mAcc, mIoU, fwIoU, and fgIoU where the run names foreground classes) and
+writes it to `WORKDIR/eval/<split>-<mode>[-tta].json` (`--output`), with the
+confusion matrix the metrics come from: it is accumulated over the whole split, so
+the split's IoU is not a mean of per-image IoUs. `--per-image FILE.csv` adds one row per image: its file
 name and its IoU for each class (empty where the class is in neither its labels nor
 its prediction), to find the failure cases. Modes: docs/recipes.md section 6.
 """
@@ -26,7 +26,7 @@ import dataclasses
 import json
 import os
 import sys
-from typing import Optional
+from typing import Any, Iterator, Optional
 
 from fanet_jax import trained
 
@@ -83,37 +83,65 @@ def _iou_row(confusion) -> list[Optional[float]]:
   return [float(h / u) if u else None for h, u in zip(hits, union)]
 
 
+class _Recording:
+  """A source that keeps the file names of the examples read from it, in order, so
+  that an image is named without decoding its example a second time."""
+
+  def __init__(self, source):
+    self._source, self.file_names = source, []
+
+  def __len__(self):
+    return len(self._source)
+
+  def __getitem__(self, index):
+    example = self._source[index]
+    self.file_names.append(example['file_name'])
+    return example
+
+
+def per_image(run: trained.Trained, source) -> Iterator[tuple[str, Any, int]]:
+  """(file name, confusion matrix, count of scored pixels with non-finite logits) of
+  each image of a split's source, in order: one process, one device, batches of one,
+  the run's test pipeline and inference mode."""
+  import jax
+  import numpy as np
+
+  from fanet_jax import sharding, tasks
+  from fanet_jax.tasks import segmentation
+  if jax.process_count() > 1:
+    raise trained.RunError('per-image evaluation needs a single process')
+  config = run.config
+  task = tasks.create(dataclasses.replace(config, eval_batch_size=1))
+  mesh = sharding.create_mesh(jax.devices()[:1])
+  variables = jax.device_put(run.variables, sharding.replicated(mesh))
+  recording = _Recording(source)
+  for index, batch in enumerate(task.eval_batches(recording, mesh)):
+    image = segmentation.evaluate(
+        run.model, variables, [batch], mesh=mesh, num_classes=config.num_classes,
+        ignore_index=config.ignore_index, mode=config.eval_mode, crop=config.eval_crop,
+        stride=config.eval_stride, tta_scales=config.eval_tta_scales)
+    yield (recording.file_names[index], np.asarray(image['confusion']),
+           image.get('nonfinite_pixels', 0))
+
+
 def evaluate_run(args) -> dict:
   """Everything `main` does but printing; returns the metrics written."""
   import jax
-  import numpy as np
 
   from fanet_jax import sharding, tasks
   from fanet_jax.progress import write_atomically
   from fanet_jax.tasks import segmentation
 
-  if args.per_image and jax.process_count() > 1:
-    raise trained.RunError('--per-image needs a single process')
   run = trained.load(args, eval_overrides(args))
-  config, model = run.config, run.model
-  # For the per-image table one device and batches of one: a batch is one image.
-  task = tasks.create(dataclasses.replace(config, eval_batch_size=1)
-                      if args.per_image else config)
-  mesh = sharding.create_mesh(jax.devices()[:1] if args.per_image else None)
-  variables = jax.device_put(run.variables, sharding.replicated(mesh))
+  config = run.config
+  task = tasks.create(config)
   source = task.load_sources((args.split,))[args.split]
   if args.per_image:
     names = source.class_names[:config.num_classes]
-    common = dict(mesh=mesh, num_classes=config.num_classes,
-                  ignore_index=config.ignore_index, mode=config.eval_mode,
-                  crop=config.eval_crop, stride=config.eval_stride,
-                  tta_scales=config.eval_tta_scales)
     rows, confusion, nonfinite = [], 0, 0
-    for index, batch in enumerate(task.eval_batches(source, mesh)):
-      image = segmentation.evaluate(model, variables, [batch], **common)
-      confusion = confusion + np.asarray(image['confusion'])
-      nonfinite += image.get('nonfinite_pixels', 0)
-      rows.append([source[index]['file_name']] + _iou_row(image['confusion']))
+    for file_name, image_confusion, image_nonfinite in per_image(run, source):
+      confusion, nonfinite = confusion + image_confusion, nonfinite + image_nonfinite
+      rows.append([file_name] + _iou_row(image_confusion))
     # The split's metrics from the summed matrix, as a whole-split pass gives them.
     results = segmentation.scored(confusion, nonfinite, names, config.foreground_classes)
     with open(args.per_image, 'w', newline='') as f:
@@ -122,7 +150,9 @@ def evaluate_run(args) -> dict:
       writer.writerows([name] + ['' if v is None else f'{v:.6f}' for v in ious]
                        for name, *ious in rows)
   else:
-    results = task.evaluate(model, variables, source, mesh)
+    mesh = sharding.create_mesh()
+    variables = jax.device_put(run.variables, sharding.replicated(mesh))
+    results = task.evaluate(run.model, variables, source, mesh)
   results.update(split=args.split, step=run.step, weights=run.origin,
                  mode=config.eval_mode, crop=config.eval_crop, stride=config.eval_stride,
                  tta_scales=config.eval_tta_scales)
