@@ -1,7 +1,6 @@
-"""Workdirs of tiny untrained runs, made without training: the run's config.json and
-a saved train state of a freshly initialised model (what the trainer's checkpoints
-hold), for the tests of the commands that use a trained model."""
-import functools
+"""Workdirs of tiny untrained runs, made without training or compiling: the run's
+config.json and a saved train state of seeded variables (what the trainer's
+checkpoints hold), for the tests of the commands that use a trained model."""
 import os
 
 import jax
@@ -21,17 +20,34 @@ def tiny_rgb_config(data_dir: str) -> config_lib.Config:
       crop_size=(32, 32), worker_count=0, eval_batch_size=4)
 
 
+def random_variables(model, channels: int, seed: int = 0) -> dict:
+  """Seeded variables of `model` (with the auxiliary head's), made with numpy from
+  `jax.eval_shape` of its init, so no init is compiled: kernels N(0, 1/fan_in),
+  scales 1, biases 0, BatchNorm statistics mean 0 and variance 1."""
+  shapes = jax.eval_shape(lambda: model.init(
+      {'params': jax.random.key(0), 'dropout': jax.random.key(1)},
+      jnp.zeros((1, 64, 64, channels)), train=True))
+  rng = np.random.default_rng(seed)
+
+  def value(path, leaf):
+    name = path[-1].key
+    if name in ('scale', 'var'):
+      return np.ones(leaf.shape, leaf.dtype)
+    if name in ('bias', 'mean') or len(leaf.shape) < 2:
+      return np.zeros(leaf.shape, leaf.dtype)
+    fan_in = int(np.prod(leaf.shape[:-1]))
+    return (rng.standard_normal(leaf.shape) / np.sqrt(fan_in)).astype(leaf.dtype)
+  return jax.tree_util.tree_map_with_path(value, dict(shapes))
+
+
 def make_run(workdir: str, config: config_lib.Config, step: int) -> dict:
   """Writes `workdir/config.json` and `workdir/best/<step>/state`; returns the
-  variables `{'params', 'batch_stats'}` (with the auxiliary head's)."""
+  variables `{'params', 'batch_stats'}` (`random_variables` of the config's model)."""
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     f.write(config_lib.to_json(config))
-  model = trainer.build_model(config)
-  channels = 1 if config.modality == 'depth' else 3
-  variables = jax.jit(functools.partial(model.init, train=True))(
-      {'params': jax.random.key(0), 'dropout': jax.random.key(1)},
-      jnp.zeros((1, 64, 64, channels)))
+  variables = random_variables(trainer.build_model(config),
+                               1 if config.modality == 'depth' else 3)
   state = {'step': np.int32(step), 'params': variables['params'],
            'batch_stats': variables['batch_stats']}
   with ocp.StandardCheckpointer() as writer:

@@ -8,7 +8,6 @@ import os
 import re
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
@@ -105,15 +104,10 @@ def test_a_folder_is_segmented_and_bad_files_are_skipped(run, tmp_path, capsys):
 
 
 def _depth_weights(tmp_path):
-  """Variables of the test-width DeepLabv3+ (depth), random, made without compiling."""
-  shapes = jax.eval_shape(lambda: models.create('deeplabv3plus_test').init(
-      jax.random.key(0), jnp.zeros((1, 64, 64, 1)), train=False))
-  rng = np.random.default_rng(0)
-  variables = jax.tree.map(
-      lambda s: (0.1 * rng.standard_normal(s.shape)).astype(s.dtype), shapes)
-  variables['batch_stats'] = jax.tree.map(np.abs, variables['batch_stats'])
+  """Seeded variables of the test-width DeepLabv3+ (depth) as converted weights."""
   path = str(tmp_path / 'depth_weights')
-  pretrained.save_variables(path, variables)
+  pretrained.save_variables(
+      path, runs.random_variables(models.create('deeplabv3plus_test'), channels=1))
   return path
 
 
