@@ -5,6 +5,7 @@ own count, the slide mode, and one line for each bad input.
 The workdir is made without training (tests/runs.py).
 """
 import csv
+import functools
 import json
 import os
 import re
@@ -30,6 +31,11 @@ def run(tmp_path_factory):
   return workdir, config, runs.make_run(workdir, config, STEP)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _logits(model, variables, images, size):
+  return layers.resize_bilinear(model.apply(variables, images, train=False), size)
+
+
 def _hand_count(config, variables, split, flip_tta=False):
   """Per-image confusion matrices from the model's arg-max (with `flip_tta`: of the
   mean softmax of the image and its mirror image), counted with numpy."""
@@ -39,8 +45,7 @@ def _hand_count(config, variables, split, flip_tta=False):
   model = trainer.build_model(config)
   counts = []
   for batch in task.eval_batches(source, mesh):
-    infer = lambda image: layers.resize_bilinear(
-        model.apply(variables, image, train=False), batch['label'].shape[1:3])
+    infer = lambda image: _logits(model, variables, image, batch['label'].shape[1:3])
     scores = infer(batch['image'])
     if flip_tta:
       mirrored = infer(batch['image'][:, :, ::-1])[:, :, ::-1]
