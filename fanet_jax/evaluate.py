@@ -16,9 +16,10 @@ instead (fanet_jax/trained.py). Prints the per-class table (IoU and accuracy per
 class, aAcc, mAcc, mIoU, fwIoU, and fgIoU where the run names foreground classes) and
 writes it to `WORKDIR/eval/<split>-<mode>[-tta].json` (`--output`), with the
 confusion matrix the metrics come from: it is accumulated over the whole split, so
-the split's IoU is not a mean of per-image IoUs. `--per-image FILE.csv` adds one row per image: its file
-name and its IoU for each class (empty where the class is in neither its labels nor
-its prediction), to find the failure cases. Modes: docs/recipes.md section 6.
+the split's IoU is not a mean of per-image IoUs. `--per-image FILE.csv` adds one
+row per image: its file name and its IoU for each class (empty where the class is in
+neither its labels nor its prediction), to find the failure cases. Modes:
+docs/recipes.md section 6.
 """
 import argparse
 import csv
@@ -37,40 +38,13 @@ def parse_args(argv):
       formatter_class=argparse.RawDescriptionHelpFormatter)
   trained.add_arguments(parser)
   parser.add_argument('--split', default='test', help='train, val or test (default: test)')
-  parser.add_argument('--mode', choices=('whole', 'slide'), default=None,
-                      help="inference mode (default: the run's eval_mode)")
-  parser.add_argument('--crop', type=int, nargs=2, metavar=('H', 'W'), default=None,
-                      help='slide: window size, in pixels of the rescaled image')
-  parser.add_argument('--stride', type=int, nargs=2, metavar=('H', 'W'), default=None,
-                      help='slide: window step')
-  parser.add_argument('--tta', action='store_true',
-                      help='test-time augmentation: scales 0.5-1.75 of the test scale, '
-                      'each flipped and not, softmax averaged')
-  parser.add_argument('--tta-scales', dest='tta_scales', type=float, nargs='+',
-                      default=None, metavar='R',
-                      help='test-time augmentation at these ratios instead (implies --tta)')
+  trained.add_inference_arguments(parser)
   parser.add_argument('--per-image', dest='per_image', default=None, metavar='FILE.csv',
                       help="write each image's per-class IoU to this CSV file")
   parser.add_argument('--output', default=None, metavar='FILE.json',
                       help='where the metrics go (default: WORKDIR/eval/<split>-<mode>'
                       '[-tta].json, or WEIGHTS-eval/... for converted weights)')
   return parser.parse_args(argv)
-
-
-def eval_overrides(args) -> dict:
-  """The config fields that the inference options (--mode, --crop, --stride, --tta,
-  --tta-scales) set; shared with python -m fanet_jax.predict."""
-  from fanet_jax import inference
-  overrides = {}
-  if args.mode is not None:
-    overrides['eval_mode'] = args.mode
-  if args.crop is not None:
-    overrides['eval_crop'] = tuple(args.crop)
-  if args.stride is not None:
-    overrides['eval_stride'] = tuple(args.stride)
-  if args.tta or args.tta_scales:
-    overrides['eval_tta_scales'] = tuple(args.tta_scales or inference.TTA_SCALES)
-  return overrides
 
 
 def _iou_row(confusion) -> list[Optional[float]]:
@@ -132,7 +106,7 @@ def evaluate_run(args) -> dict:
   from fanet_jax.progress import write_atomically
   from fanet_jax.tasks import segmentation
 
-  run = trained.load(args, eval_overrides(args))
+  run = trained.load(args, trained.inference_overrides(args))
   config = run.config
   task = tasks.create(config)
   source = task.load_sources((args.split,))[args.split]

@@ -62,18 +62,7 @@ def parse_args(argv):
                       help='frames of one size per model call (default: 1)')
   parser.add_argument('--skip-existing', dest='skip_existing', action='store_true',
                       help='leave out inputs whose pred/<stem>.png exists')
-  parser.add_argument('--mode', choices=('whole', 'slide'), default=None,
-                      help="inference mode (default: the model's eval_mode)")
-  parser.add_argument('--crop', type=int, nargs=2, metavar=('H', 'W'), default=None,
-                      help='slide: window size, in pixels of the rescaled image')
-  parser.add_argument('--stride', type=int, nargs=2, metavar=('H', 'W'), default=None,
-                      help='slide: window step')
-  parser.add_argument('--tta', action='store_true',
-                      help='test-time augmentation: scales 0.5-1.75 of the test scale, '
-                      'each flipped and not, softmax averaged')
-  parser.add_argument('--tta-scales', dest='tta_scales', type=float, nargs='+',
-                      default=None, metavar='R',
-                      help='test-time augmentation at these ratios instead (implies --tta)')
+  trained.add_inference_arguments(parser)
   parser.add_argument('--threads', type=int, default=2,
                       help='threads that read and threads that write files (default: 2)')
   args = parser.parse_args(argv)
@@ -341,12 +330,11 @@ def predict(args) -> dict:
   import numpy as np
   from tqdm import tqdm
 
-  from fanet_jax import evaluate
   from input_pipeline import datasets
   from input_pipeline.errors import DataError
 
   files = list_inputs(args.input)
-  run = trained.load(args, evaluate.eval_overrides(args))
+  run = trained.load(args, trained.inference_overrides(args))
   config = run.config
   check_modality(files, config.modality, run.origin)
   names = datasets.CLASS_NAMES[config.dataset][:config.num_classes]

@@ -54,6 +54,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      'fields, e.g. --set manual_dir=/data/zerowaste-f')
 
 
+def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
+  """The options of the inference mode (`inference_overrides` reads them)."""
+  group = parser.add_argument_group(
+      'inference', "how the model sees an image (default: the config's eval_* fields)")
+  group.add_argument('--mode', choices=('whole', 'slide'), default=None,
+                     help='whole image, or sliding windows')
+  group.add_argument('--crop', type=int, nargs=2, metavar=('H', 'W'), default=None,
+                     help='slide: window size, in pixels of the rescaled image')
+  group.add_argument('--stride', type=int, nargs=2, metavar=('H', 'W'), default=None,
+                     help='slide: window step')
+  group.add_argument('--tta', action='store_true',
+                     help='test-time augmentation: scales 0.5-1.75 of the test scale, '
+                     'each flipped and not, softmax averaged')
+  group.add_argument('--tta-scales', dest='tta_scales', type=float, nargs='+',
+                     default=None, metavar='R',
+                     help='test-time augmentation at these ratios instead (implies --tta)')
+
+
+def inference_overrides(args: argparse.Namespace) -> dict:
+  """The config fields that `add_inference_arguments`' options set."""
+  from fanet_jax import inference
+  overrides = {}
+  if args.mode is not None:
+    overrides['eval_mode'] = args.mode
+  if args.crop is not None:
+    overrides['eval_crop'] = tuple(args.crop)
+  if args.stride is not None:
+    overrides['eval_stride'] = tuple(args.stride)
+  if args.tta or args.tta_scales:
+    overrides['eval_tta_scales'] = tuple(args.tta_scales or inference.TTA_SCALES)
+  return overrides
+
+
 def run_config(workdir: str) -> Config:
   """The config of the run in `workdir` (its config.json)."""
   from fanet_jax import config as config_lib
