@@ -57,7 +57,7 @@ def _iou_row(confusion) -> list[Optional[float]]:
   return [float(h / u) if u else None for h, u in zip(hits, union)]
 
 
-class _Recording:
+class RecordingSource:
   """A source that keeps the file names of the examples read from it, in order, so
   that an image is named without decoding its example a second time."""
 
@@ -73,29 +73,33 @@ class _Recording:
     return example
 
 
-def per_image(run: trained.Trained, source) -> Iterator[tuple[str, Any, int]]:
-  """(file name, confusion matrix, count of scored pixels with non-finite logits) of
-  each image of a split's source, in order: one process, one device, batches of one,
-  the run's test pipeline and inference mode."""
+def per_image(run: trained.Trained, source,
+              segmenter=None) -> Iterator[tuple[str, Any, int, Any]]:
+  """(file name, confusion matrix (int64), count of scored pixels with non-finite
+  scores, classes (H, W) uint8 at the label's size) of each image of a split's source
+  (or of a list of its examples), in order: one process, one device, batches of one,
+  the run's test pipeline and inference mode.
+
+  Args:
+    run: the segmentor.
+    source: examples with `image`, `label` and `file_name`.
+    segmenter: the run's `predict.Segmenter` (its compiled shapes kept across calls);
+      a new one if None.
+  """
   import jax
   import numpy as np
 
-  from fanet_jax import sharding, tasks
-  from fanet_jax.tasks import segmentation
+  from fanet_jax import predict, sharding, tasks
   if jax.process_count() > 1:
     raise trained.RunError('per-image evaluation needs a single process')
-  config = run.config
-  task = tasks.create(dataclasses.replace(config, eval_batch_size=1))
+  task = tasks.create(dataclasses.replace(run.config, eval_batch_size=1))
   mesh = sharding.create_mesh(jax.devices()[:1])
-  variables = jax.device_put(run.variables, sharding.replicated(mesh))
-  recording = _Recording(source)
+  segmenter = segmenter or predict.Segmenter(run)
+  recording = RecordingSource(source)
   for index, batch in enumerate(task.eval_batches(recording, mesh)):
-    image = segmentation.evaluate(
-        run.model, variables, [batch], mesh=mesh, num_classes=config.num_classes,
-        ignore_index=config.ignore_index, mode=config.eval_mode, crop=config.eval_crop,
-        stride=config.eval_stride, tta_scales=config.eval_tta_scales)
-    yield (recording.file_names[index], np.asarray(image['confusion']),
-           image.get('nonfinite_pixels', 0))
+    classes, confusion, nonfinite = segmenter.score(batch['image'], batch['label'])
+    yield (recording.file_names[index], np.asarray(confusion, np.int64), int(nonfinite),
+           np.asarray(classes)[0])
 
 
 def evaluate_run(args) -> dict:
@@ -113,7 +117,7 @@ def evaluate_run(args) -> dict:
   if args.per_image:
     names = source.class_names[:config.num_classes]
     rows, confusion, nonfinite = [], 0, 0
-    for file_name, image_confusion, image_nonfinite in per_image(run, source):
+    for file_name, image_confusion, image_nonfinite, _ in per_image(run, source):
       confusion, nonfinite = confusion + image_confusion, nonfinite + image_nonfinite
       rows.append([file_name] + _iou_row(image_confusion))
     # The split's metrics from the summed matrix, as a whole-split pass gives them.

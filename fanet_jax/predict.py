@@ -215,16 +215,23 @@ def class_map_png(classes, palette):
   return image
 
 
+def depth_to_grey(depth, depth_range):
+  """A depth map (H, W, 1) in mm as a uint8 RGB image (H, W, 3): near white, far dark
+  (linear over `depth_range`, (low, high) mm, clipped), missing (0) black."""
+  import numpy as np
+  low, high = depth_range
+  depth = depth[..., 0].astype(np.float32)
+  grey = np.where(depth > 0, 1 - np.clip((depth - low) / (high - low), 0, 1), 0)
+  return np.repeat((grey * 255).astype(np.uint8)[..., None], 3, -1)
+
+
 def overlay(image, classes, palette, names, opacity, depth_range=None):
   """The image (RGB, or depth shown grey) with the classes' colours blended in at
   `opacity`, and a legend of the classes below it."""
   import numpy as np
   from PIL import Image, ImageDraw, ImageFont
-  if image.shape[-1] == 1:  # depth in mm: near white, far dark, missing black
-    low, high = depth_range
-    depth = image[..., 0].astype(np.float32)
-    grey = np.where(depth > 0, 1 - np.clip((depth - low) / (high - low), 0, 1), 0)
-    image = np.repeat((grey * 255).astype(np.uint8)[..., None], 3, -1)
+  if image.shape[-1] == 1:
+    image = depth_to_grey(image, depth_range)
   colours = np.asarray(palette, np.float32)[classes]
   blended = ((1 - opacity) * image + opacity * colours).round().astype(np.uint8)
   height, width = classes.shape
@@ -273,39 +280,63 @@ def write_outputs(output: str, stem: str, image, classes, probs, legend, opacity
 
 
 class Segmenter:
-  """The jitted prediction of a batch: classes (uint8) and, with `probs`, float16
-  probabilities at the inputs' size. Compiled once per (input, output) shape, ahead of
-  time, so compile time is measured apart from prediction time."""
+  """The jitted prediction of a batch by the run's inference mode, compiled once per
+  shape, ahead of time, so that compile time is measured apart from prediction time:
+  - `segmenter(images, output_size)`: the classes (uint8) and, with `probs`, the
+    float16 probabilities, at `output_size`;
+  - `segmenter.score(images, labels)`: the classes at the labels' size, their
+    confusion matrix against the labels and the count of scored pixels whose scores
+    are not finite (as the evaluation step counts them).
+  """
 
-  def __init__(self, run: trained.Trained, probs: bool):
+  def __init__(self, run: trained.Trained, probs: bool = False):
     import jax
     import jax.numpy as jnp
     from fanet_jax import inference
+    from fanet_jax.tasks import segmentation
     config, model = run.config, run.model
     self.variables = jax.device_put(run.variables)
     self.compile_seconds = 0.0
     self._compiled = {}
 
-    def predict(variables, images, output_size):
-      scores = inference.scores(
+    def scores(variables, images, output_size):
+      return inference.scores(
           lambda x: model.apply(variables, x, train=False), images, output_size,
           config.eval_mode, config.eval_crop, config.eval_stride, config.eval_tta_scales)
-      classes = jnp.argmax(scores, -1).astype(jnp.uint8)
+
+    def predict(variables, images, output_size):
+      scored = scores(variables, images, output_size)
+      classes = jnp.argmax(scored, -1).astype(jnp.uint8)
       if not probs:
         return classes, None
       if not config.eval_tta_scales:  # TTA's scores are probabilities already
-        scores = jax.nn.softmax(scores, axis=-1)
-      return classes, scores.astype(jnp.float16)
-    self._predict = jax.jit(predict, static_argnums=2)
+        scored = jax.nn.softmax(scored, axis=-1)
+      return classes, scored.astype(jnp.float16)
 
-  def __call__(self, images, output_size):
-    key = (images.shape, tuple(output_size))
+    def score(variables, images, labels):
+      classes, confusion, nonfinite = segmentation.count_batch(
+          scores(variables, images, labels.shape[1:3]), labels, config.num_classes,
+          config.ignore_index)
+      return classes.astype(jnp.uint8), confusion, nonfinite
+    self._predict = jax.jit(predict, static_argnums=2)
+    self._score = jax.jit(score)
+
+  def _compiled_for(self, key, jitted, *args):
     if key not in self._compiled:
       start = time.perf_counter()
-      self._compiled[key] = self._predict.lower(
-          self.variables, images, tuple(output_size)).compile()
+      self._compiled[key] = jitted.lower(self.variables, *args).compile()
       self.compile_seconds += time.perf_counter() - start
-    return self._compiled[key](self.variables, images)
+    return self._compiled[key]
+
+  def __call__(self, images, output_size):
+    size = tuple(output_size)
+    compiled = self._compiled_for((images.shape, size), self._predict, images, size)
+    return compiled(self.variables, images)
+
+  def score(self, images, labels):
+    compiled = self._compiled_for(('score', images.shape, labels.shape), self._score,
+                                  images, labels)
+    return compiled(self.variables, images, labels)
 
 
 # --- the loop -------------------------------------------------------------------------

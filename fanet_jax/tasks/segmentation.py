@@ -133,15 +133,23 @@ def make_eval_step(model: nn.Module, num_classes: int, ignore_index: int,
     confusion, nonfinite = counts
     apply_fn = lambda images: model.apply(variables, images, train=False)
     # With TTA probabilities: their arg-max and finiteness serve as the logits'.
-    logits = inference.scores(apply_fn, batch['image'], batch['label'].shape[1:3], mode,
+    scores = inference.scores(apply_fn, batch['image'], batch['label'].shape[1:3], mode,
                               crop, stride, tta_scales)
-    predictions = jnp.argmax(logits, axis=-1)
-    scored = batch['label'] != ignore_index
-    bad = scored & ~jnp.all(jnp.isfinite(logits), axis=-1)
-    return (confusion + metrics_lib.confusion_matrix(
-        batch['label'], predictions, num_classes, ignore_index),
-            nonfinite + jnp.sum(bad, dtype=jnp.int32))
+    _, batch_confusion, batch_nonfinite = count_batch(scores, batch['label'], num_classes,
+                                                      ignore_index)
+    return confusion + batch_confusion, nonfinite + batch_nonfinite
   return eval_step
+
+
+def count_batch(scores: jax.Array, labels: jax.Array, num_classes: int,
+                ignore_index: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(predictions (B, H, W), confusion matrix, count of scored pixels whose scores are
+  not all finite) of class scores (B, H, W, K) at the labels' size (B, H, W)."""
+  predictions = jnp.argmax(scores, axis=-1)
+  bad = (labels != ignore_index) & ~jnp.all(jnp.isfinite(scores), axis=-1)
+  return (predictions,
+          metrics_lib.confusion_matrix(labels, predictions, num_classes, ignore_index),
+          jnp.sum(bad, dtype=jnp.int32))
 
 
 @functools.lru_cache(maxsize=8)

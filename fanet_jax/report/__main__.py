@@ -1,0 +1,53 @@
+"""`python -m fanet_jax.report WORKDIR [WORKDIR ...]`: the options, and the one line
+(exit 2) of an input that cannot be reported on. What the page shows: the package's
+docstring (fanet_jax/report/__init__.py).
+"""
+import argparse
+import sys
+
+from fanet_jax import report, trained
+
+
+def parse_args(argv):
+  parser = argparse.ArgumentParser(
+      prog='python -m fanet_jax.report', description=report.__doc__.split('\n\n')[0],
+      epilog=report.__doc__.split('\n\n', 1)[1],
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('workdirs', nargs='+', metavar='WORKDIR', help='training runs')
+  parser.add_argument('--split', default='test', choices=('train', 'val', 'test'),
+                      help='the split scored and shown (default: test)')
+  parser.add_argument('--output', default=None, metavar='DIR',
+                      help="where index.html goes (default: the first workdir's report/)")
+  parser.add_argument('--images', type=int, default=6, metavar='N',
+                      help='examples shown (default: 6)')
+  parser.add_argument('--seed', type=int, default=0, help='of the random examples')
+  args = parser.parse_args(argv)
+  if args.images < 0:
+    parser.error(f'--images must be at least 0, got {args.images}')
+  return args
+
+
+def main(argv=None) -> int:
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  from absl import flags
+
+  from fanet_jax.checkpoints import CheckpointError
+  from fanet_jax.config import ConfigError
+  from fanet_jax.pretrained import PretrainedError
+  from fanet_jax.report.page import make_report
+  from input_pipeline.errors import DataError
+  flags.FLAGS.mark_as_parsed()  # grain reads absl flags
+  try:
+    path = make_report(args)
+  except (trained.RunError, CheckpointError, ConfigError, DataError,
+          PretrainedError) as e:  # DataError: a bad example of a readable split
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  print(f'report: {path}')
+  return 0
+
+
+if __name__ == '__main__':
+  from fanet_jax.runtime import configure_process
+  configure_process()  # launch.py's XLA:CPU flags and malloc settings
+  sys.exit(main())
