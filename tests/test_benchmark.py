@@ -44,10 +44,12 @@ def test_table_has_the_reference_ratio_and_the_pipeline_line():
          'median_s': 5.0, 'images_per_s': 0.4, 'gmacs': 518.1, 'gflops_per_s': 207.2,
          'peak_rss_gb': 4.0, 'paper_ms': None, 'paper_hardware': '',
          'torch': {'median_s': 8.0, 'peak_rss_gb': 4.7}, 'speedup': 1.6,
-         'torch_malloc': {'median_s': 6.5, 'peak_rss_gb': 4.8}, 'speedup_malloc': 1.3}
+         'torch_malloc': {'median_s': 6.5, 'peak_rss_gb': 4.8}, 'speedup_malloc': 1.3,
+         'onnx': {'median_s': 4.0}, 'ratio_onnx': 1.25}
   pipe = {'case': 'input_pipeline', 'frame_size': [1080, 1920], 'crop_size': [512, 512],
           'worker_count': 2, 'images_per_s': 20.0}
   table = benchmark._format([row, pipe])
   assert '8000.0' in table and '1.60' in table
   assert '6500.0     1.30' in table  # the reference with our malloc settings
+  assert '4000.0    1.25' in table  # onnxruntime on our export, ours / its time
   assert '20.00 img/s = 50.0x the train step\'s 0.40 img/s' in table

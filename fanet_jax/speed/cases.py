@@ -9,7 +9,8 @@ without the recomputation of rematerialised blocks; see macs.py), GFLOP/s = 2 x
 GMAC / median (an effective rate: the Winograd convs and upsampling.conv_upsampled
 compute fewer) and the peak resident memory (after the allocator hands back what
 compiling freed: `runtime/allocator.py`). `run_torch_case` times the same case in
-the independent PyTorch reference (torch_baseline.py) and `run_pipeline_case` the
+the independent PyTorch reference (torch_baseline.py), `run_onnx_case` our ONNX
+export of it in onnxruntime (onnx_baseline.py) and `run_pipeline_case` the
 grain training loader (data_loading.py). Paper figures, where a paper gives one,
 travel with the case. benchmark.py runs each of these in its own subprocess.
 `jitted_train_step` is the one training step (optimiser, loss, donation) that the
@@ -23,7 +24,7 @@ import time
 from typing import Any, Callable, Optional
 
 from fanet_jax.runtime import allocator
-from fanet_jax.speed import torch_baseline
+from fanet_jax.speed import onnx_baseline, torch_baseline
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,6 +183,14 @@ def run_torch_case(name: str, repeats: int) -> dict:
   case = CASES[name]
   return torch_baseline.run_case(case.model, case.batch, case.size, case.train, repeats,
                                 num_classes=NUM_CLASSES)
+
+
+def run_onnx_case(name: str, repeats: int) -> dict:
+  """Times one inference case exported to ONNX, in onnxruntime, in this process."""
+  case = CASES[name]
+  num_classes = NUM_CLASSES if case.channels == 3 else 3  # the depth models' classes
+  return onnx_baseline.run_case(case.model, case.batch, case.size, case.channels, repeats,
+                                num_classes)
 
 
 def run_pipeline_case(repeats: int) -> dict:
