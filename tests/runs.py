@@ -23,7 +23,8 @@ def tiny_rgb_config(data_dir: str) -> config_lib.Config:
 def random_variables(model, channels: int, seed: int = 0) -> dict:
   """Seeded variables of `model` (with the auxiliary head's), made with numpy from
   `jax.eval_shape` of its init, so no init is compiled: kernels N(0, 1/fan_in),
-  scales 1, biases 0, BatchNorm statistics mean 0 and variance 1."""
+  scales 1, biases 0, BatchNorm statistics near but not at mean 0 and variance 1 (so
+  that folding them, as the ONNX export does, is exercised)."""
   shapes = jax.eval_shape(lambda: model.init(
       {'params': jax.random.key(0), 'dropout': jax.random.key(1)},
       jnp.zeros((1, 64, 64, channels)), train=True))
@@ -31,9 +32,12 @@ def random_variables(model, channels: int, seed: int = 0) -> dict:
 
   def value(path, leaf):
     name = path[-1].key
-    if name in ('scale', 'var'):
+    if name in ('mean', 'var'):
+      jitter = 0.1 * rng.standard_normal(leaf.shape)
+      return (jitter if name == 'mean' else 1 + np.abs(jitter)).astype(leaf.dtype)
+    if name == 'scale':
       return np.ones(leaf.shape, leaf.dtype)
-    if name in ('bias', 'mean') or len(leaf.shape) < 2:
+    if name == 'bias' or len(leaf.shape) < 2:
       return np.zeros(leaf.shape, leaf.dtype)
     fan_in = int(np.prod(leaf.shape[:-1]))
     return (rng.standard_normal(leaf.shape) / np.sqrt(fan_in)).astype(leaf.dtype)

@@ -2,8 +2,7 @@
 numbers at any batch size, a StableHLO file that a process without fanet_jax runs,
 and one line for each bad input.
 
-Workdirs are made without training, as in tests/test_evaluate.py: a config.json of
-a tiny model and a saved train state of its fresh initialisation.
+Workdirs are made without training (tests/runs.py).
 """
 import functools
 import json
@@ -15,11 +14,12 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from fanet_jax import config as config_lib
-from fanet_jax import export, trainer
+from fanet_jax import export
+
+import runs as tiny_runs
 
 STEP = 3
 TINY = {
@@ -33,22 +33,7 @@ def _workdir(root, modality):
   """(workdir, config, variables) of an untrained run with a best checkpoint."""
   config = config_lib.Config(**TINY[modality])
   workdir = str(root / modality)
-  os.makedirs(workdir)
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    f.write(config_lib.to_json(config))
-  model = trainer.build_model(config)
-  shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
-                          jnp.zeros((1, 32, 32, export.channels(config))))
-  # Random values (no initialiser compiled), batch statistics away from (0, 1) so
-  # that the BatchNorms folded into constants are exercised.
-  rng = np.random.default_rng(0)
-  draw = lambda path, s: np.float32(0.1) * rng.normal(size=s.shape).astype(np.float32) + (
-      1 if path[-1].key == 'var' else 0)
-  variables = jax.tree_util.tree_map_with_path(draw, dict(shapes))
-  state = {'step': np.int32(STEP), **variables}
-  with ocp.StandardCheckpointer() as writer:
-    writer.save(os.path.join(workdir, 'best', str(STEP), 'state'), state)
-  return workdir, config, variables
+  return workdir, config, tiny_runs.make_run(workdir, config, STEP)
 
 
 @pytest.fixture(scope='module')
