@@ -150,15 +150,10 @@ def main(argv=None) -> int:
   from absl import flags
 
   from fanet_jax import metrics
-  from fanet_jax.checkpoints import CheckpointError
-  from fanet_jax.config import ConfigError
-  from fanet_jax.pretrained import PretrainedError
-  from input_pipeline.errors import DataError
   flags.FLAGS.mark_as_parsed()  # grain reads absl flags
   try:
     results = evaluate_run(args)
-  except (trained.RunError, CheckpointError, ConfigError, DataError,
-          PretrainedError) as e:
+  except trained.one_line_errors() as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   tta = (f' with test-time augmentation at {", ".join(map(str, results["tta_scales"]))}'

@@ -400,13 +400,9 @@ class VerificationError(RuntimeError):
 
 def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
-  from fanet_jax.checkpoints import CheckpointError
-  from fanet_jax.config import ConfigError
-  from fanet_jax.pretrained import PretrainedError
   try:
     export(args)
-  except (ExportError, trained.RunError, CheckpointError, ConfigError,
-          PretrainedError) as e:
+  except (ExportError, *trained.one_line_errors()) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   except VerificationError as e:
@@ -416,4 +412,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
+  from fanet_jax.runtime import configure_process
+  configure_process()  # launch.py's XLA:CPU flags and malloc settings
   sys.exit(main())

@@ -452,12 +452,9 @@ def predict(args) -> dict:
 
 def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
-  from fanet_jax.checkpoints import CheckpointError
-  from fanet_jax.config import ConfigError
-  from fanet_jax.pretrained import PretrainedError
   try:
     result = predict(args)
-  except (trained.RunError, CheckpointError, ConfigError, PretrainedError) as e:
+  except trained.one_line_errors() as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   except KeyboardInterrupt:

@@ -25,6 +25,16 @@ class RunError(ValueError):
   """A run, weights or option that cannot be used: one line, exit 2."""
 
 
+def one_line_errors() -> tuple[type[Exception], ...]:
+  """The errors of loading a trained model and its data that the commands print as
+  one line (exit 2): a bad run, weights, checkpoint, config or data example."""
+  from fanet_jax.checkpoints import CheckpointError
+  from fanet_jax.config import ConfigError
+  from fanet_jax.pretrained import PretrainedError
+  from input_pipeline.errors import DataError
+  return RunError, CheckpointError, ConfigError, PretrainedError, DataError
+
+
 @dataclasses.dataclass(frozen=True)
 class Trained:
   """A segmentor's config and variables, and where they came from."""

@@ -31,16 +31,11 @@ def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
   from absl import flags
 
-  from fanet_jax.checkpoints import CheckpointError
-  from fanet_jax.config import ConfigError
-  from fanet_jax.pretrained import PretrainedError
   from fanet_jax.report.page import make_report
-  from input_pipeline.errors import DataError
   flags.FLAGS.mark_as_parsed()  # grain reads absl flags
   try:
     path = make_report(args)
-  except (trained.RunError, CheckpointError, ConfigError, DataError,
-          PretrainedError) as e:  # DataError: a bad example of a readable split
+  except trained.one_line_errors() as e:  # DataError: a bad example of a readable split
     print(f'error: {e}', file=sys.stderr)
     return 2
   print(f'report: {path}')
