@@ -26,6 +26,9 @@ def parse_args(argv):
   parser.add_argument('--set', dest='overrides', action='append', nargs='+', default=[],
                       metavar='KEY=VALUE', help='override config fields, e.g. '
                       '--set num_steps=100 crop_size=(64,64)')
+  parser.add_argument('--no-report', dest='report', action='store_false',
+                      help='segmentation runs: do not write the HTML report '
+                      '(WORKDIR/report/index.html) at the end')
   parser.add_argument('--coordinator_address', default=None,
                       help='multi-process runs: host:port of process 0')
   parser.add_argument('--num_processes', type=int, default=None,
@@ -94,7 +97,25 @@ def main(argv=None) -> int:
           'in the workdir are as they were. Run the same command again to go on.',
           file=sys.stderr)
     return 130
+  if args.report and config.task == 'segmentation' and jax.process_index() == 0:
+    write_report(workdir)
   return 0
+
+
+def write_report(workdir: str) -> None:
+  """The run's HTML report (python -m fanet_jax.report), its path printed; written
+  once after the run's results, and a report that cannot be written is a warning:
+  the run itself is done."""
+  from fanet_jax.report import __main__ as report
+  page = os.path.join(workdir, 'report', 'index.html')
+  results = os.path.join(workdir, 'results.json')
+  if (os.path.exists(page) and os.path.exists(results)
+      and os.path.getmtime(page) > os.path.getmtime(results)):
+    print(f'report: {page}')  # written when the run finished
+    return
+  if report.main([workdir]):
+    print(f'warning: the report of {workdir} was not written (above); the run is '
+          'complete. Try again: python -m fanet_jax.report ' + workdir, file=sys.stderr)
 
 
 if __name__ == '__main__':

@@ -185,7 +185,7 @@ def child(argv: list[str]) -> int:
 
 def _launch(args: list[str], env: dict, fault: Fault | None, log_path: str):
   if fault is None:
-    command = [sys.executable, 'launch.py', *args]
+    command = [sys.executable, 'launch.py', '--no-report', *args]  # not compared
   else:
     command = [sys.executable, os.path.abspath(__file__), '--child', fault.spec,
                log_path, *args]
@@ -207,7 +207,9 @@ def _environment(root: str) -> dict:
 
 
 def _command(root: str, name: str, num_steps: int) -> list[str]:
-  return ['--experiment', 'demo', '--workdir', os.path.join(root, name, 'workdir'),
+  # --no-report: the HTML report is not compared, and would cost each finished launch.
+  return ['--no-report', '--experiment', 'demo',
+          '--workdir', os.path.join(root, name, 'workdir'),
           '--set', f'data_dir={os.path.join(root, name, "tfds")}', *OVERRIDES,
           f'num_steps={num_steps}']
 

@@ -96,6 +96,24 @@ def test_launch_reports_bad_input_without_a_traceback(config, tmp_path, capsys):
   assert 'must be a multiple of grad_accum_steps x devices = 1 x 8' in capsys.readouterr().err
 
 
+@pytest.mark.parametrize('experiment,flags,reported', [
+    ('demo', [], True), ('demo', ['--no-report'], False),
+    ('imagenet_smoke', [], False)])  # a classifier has no report
+def test_launch_ends_a_segmentation_run_with_its_report(monkeypatch, tmp_path, capsys,
+                                                        experiment, flags, reported):
+  from fanet_jax.report import __main__ as report_main
+  written = []
+  monkeypatch.setattr(trainer, 'train_and_evaluate', lambda config, workdir: {})
+  monkeypatch.setattr(report_main, 'main', lambda argv: written.append(argv) or 0)
+  workdir = str(tmp_path / 'w')
+  assert launch.main(['--experiment', experiment, '--workdir', workdir, *flags]) == 0
+  assert written == ([[workdir]] if reported else [])
+  monkeypatch.setattr(report_main, 'main', lambda argv: 2)  # a report that failed
+  if reported:
+    assert launch.main(['--experiment', experiment, '--workdir', workdir]) == 0
+    assert 'warning: the report of' in capsys.readouterr().err
+
+
 def test_a_diverged_run_stops_with_finite_checkpoints_and_no_best(config, tmp_path,
                                                                   monkeypatch, capsys):
   # Every batch after the first is poisoned (train and evaluation batches alike), so
