@@ -1,8 +1,10 @@
 """`python -m fanet_jax.report`: a page whose every reference is a local file that
 exists, tables equal to the evaluation JSON, examples chosen by a numpy count of each
 image's mIoU, two runs side by side with their FANet switches, curves only for a
-run without a checkpoint, and one line for each bad input. The workdirs are made
-without training (tests/runs.py), with a metrics.jsonl written here.
+run without a checkpoint, one line for each bad input, and the page in a real browser
+(headless Chromium: every image decodes, nothing on the console; tests/browser.py).
+The workdirs are made without training (tests/runs.py), with a metrics.jsonl
+written here.
 """
 import dataclasses
 import contextlib
@@ -17,6 +19,7 @@ import shutil
 import jax
 import numpy as np
 import pytest
+from PIL import Image
 
 from fanet_jax import config as config_lib
 from fanet_jax import metrics, sharding, tasks, trainer
@@ -24,6 +27,7 @@ from fanet_jax.report import __main__ as report
 from fanet_jax.report import examples, panels
 from fanet_jax.models import layers
 
+import browser
 import runs
 
 STEP = 3
@@ -129,6 +133,25 @@ def test_every_reference_is_a_local_file_that_exists(page):
   assert not re.search(r'https?://', text) and '<script' not in text
   assert {'curves.png', 'class_iou.png', 'confusion-run0.png', 'per_image.csv',
           'examples/01-image.png', 'examples/04-run0-error.png'} <= set(parsed.references)
+  # A FANet's FRM maps of the worst and the best example (report/internals.py).
+  assert '<h2>4. Inside the model</h2>' in text
+  assert {'internals/01-frm.png', 'internals/02-frm.png'} <= set(parsed.references)
+
+
+def test_the_page_loads_in_a_real_browser(page, tmp_path):
+  """Every image decodes and nothing reaches the console, in headless Chromium."""
+  chromium = browser.find()
+  if chromium is None:
+    pytest.skip('no chromium on PATH (.ci/run installs Debian\'s: apt-get install chromium)')
+  output, text, _ = page
+  images, console = browser.load(chromium, os.path.join(output, 'index.html'))
+  assert len(images) == text.count('<img ') > 10
+  assert [src for src, loaded in images if not loaded] == []
+  assert console == []
+  shot = str(tmp_path / 'report.png')
+  browser.screenshot(chromium, os.path.join(output, 'index.html'), shot)
+  with Image.open(shot) as image:
+    assert image.size == (1280, 1400)
 
 
 def test_the_tables_are_the_evaluation_json(run, page):

@@ -54,9 +54,9 @@ def dense_attention(squeezed: Sequence[jax.Array],
                     mode: str = 'residual') -> list:
   """Attended skips: `s_i` weighted by every other level's attention map.
 
-  `fine_i * coarse_i = prod_{j != i} resize(a_j -> size(s_i))`: maps of finer levels
-  are down-sampled, of coarser levels up-sampled, both by plain bilinear sampling
-  (half-pixel centres, no antialias); an empty product is 1.
+  `fine_i * coarse_i = prod_{j != i} resize(a_j -> size(s_i))` (`level_weight`): maps
+  of finer levels are down-sampled, of coarser levels up-sampled, both by plain
+  bilinear sampling (half-pixel centres, no antialias); an empty product is 1.
 
   Args:
     squeezed: s_1..s_n, each (B, H_i, W_i, k), finest first.
@@ -78,12 +78,30 @@ def dense_attention(squeezed: Sequence[jax.Array],
     raise ValueError(f'mode {mode!r} needs one attention map per level')
   skips = []
   for i, s in enumerate(squeezed):
-    weight = jnp.ones((), s.dtype)
-    for j, a in enumerate(attentions):
-      if j != i:
-        weight = weight * layers.resize_bilinear(a, s.shape[1:3])
+    weight = level_weight(attentions, i, s.shape[1:3], s.dtype)
     skips.append(s * (1 + weight) if mode == 'residual' else s * weight)
   return skips
+
+
+def level_weight(attentions: Sequence[jax.Array], i: int, size: Sequence[int],
+                 dtype: Dtype) -> jax.Array:
+  """`fine_i * coarse_i`: the product of every level's attention map but level i's,
+  each resized to `size` (plain bilinear sampling); 1 when there is no other level.
+
+  Args:
+    attentions: a_1..a_n, finest first, each (B, H_j, W_j, k).
+    i: the level weighted (0-based).
+    size: its (H_i, W_i).
+    dtype: of the product.
+
+  Returns:
+    (B, H_i, W_i, k), or a scalar 1.
+  """
+  weight = jnp.ones((), dtype)
+  for j, a in enumerate(attentions):
+    if j != i:
+      weight = weight * layers.resize_bilinear(a, size)
+  return weight
 
 
 def decoder_strides(output_stride: int) -> tuple:

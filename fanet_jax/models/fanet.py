@@ -68,7 +68,8 @@ class FRM(nn.Module):
 
   Q is F smoothed by a stride-2 depthwise conv and resized back (bilinear, half-pixel
   centres). Only enabled branches exist and are concatenated (L then H); `proj`
-  maps that concatenation back to F's width.
+  maps that concatenation back to F's width. Sows `F`, `Q`, `S` = F*Q, `R` = F-Q
+  (of the enabled branches) and `output` into 'intermediates'.
 
   Attributes:
     use_low: keep the low-frequency branch (`lconv`, `norm1`).
@@ -90,16 +91,26 @@ class FRM(nn.Module):
     dw = lambda name, strides=1: layers.DepthwiseConv(
         c, 3, strides=strides, padding=1, impl=impl, dtype=self.dtype, name=name)
     q = layers.resize_bilinear(dw('down', strides=2)(f), f.shape[1:3])
+    # The maps of the paper's Fig. 6, for `mutable=['intermediates']`
+    # (report/internals.py); without it `sow` does nothing.
+    self.sow('intermediates', 'F', f)
+    self.sow('intermediates', 'Q', q)
     branches = []
     if self.use_low:
-      low = dw('lconv')(layers.gelu(f * q))
+      s = f * q
+      self.sow('intermediates', 'S', s)
+      low = dw('lconv')(layers.gelu(s))
       branches.append(layers.LayerNorm(dtype=self.dtype, name='norm1')(low))
     if self.use_high:
-      high = dw('hconv')(layers.gelu(f - q))
+      r = f - q
+      self.sow('intermediates', 'R', r)
+      high = dw('hconv')(layers.gelu(r))
       branches.append(layers.LayerNorm(dtype=self.dtype, name='norm2')(high))
     y = jnp.concatenate(branches, axis=-1)
-    return layers.gelu(layers.conv2d(c, 1, name='proj', dtype=self.dtype,
-                                     impl=self.conv_impl)(y))
+    out = layers.gelu(layers.conv2d(c, 1, name='proj', dtype=self.dtype,
+                                    impl=self.conv_impl)(y))
+    self.sow('intermediates', 'output', out)
+    return out
 
 
 class AFE(nn.Module):

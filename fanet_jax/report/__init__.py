@@ -23,9 +23,15 @@ network. It shows:
      split's order). `per_image.csv` lists every image's mIoU. Only the shown
      images' predictions are kept; the other runs predict only those images
      unless their scores need the whole split.
+  4. inside the model (report/internals.py, as python -m fanet_jax.visualize draws
+     it), for the worst and the best example: a FANet's FRM maps (F, Q, R = F - Q,
+     S = F * Q, output; the paper's Fig. 6), or a DenseAttentionSeg's attention
+     maps per level (Fig. 7) and its contour maps of the labels and the prediction
+     (Fig. 8); `--no-internals` leaves it out.
 A run without a checkpoint yet gets its curves and a note saying why the rest is
 missing; a workdir with neither metrics.jsonl nor a checkpoint is one line (exit 2).
 Details: docs/report.md. The code: runs.py (a workdir and its scores), examples.py
 (the per-image pass, the choice), figures.py, panels.py (the examples' pictures),
-page.py (the HTML), __main__.py (the options).
+internals.py (the maps inside the model), page.py (the HTML), __main__.py (the
+options).
 """

@@ -21,6 +21,9 @@ def parse_args(argv):
   parser.add_argument('--images', type=int, default=6, metavar='N',
                       help='examples shown (default: 6)')
   parser.add_argument('--seed', type=int, default=0, help='of the random examples')
+  parser.add_argument('--no-internals', dest='internals', action='store_false',
+                      help='leave out section 4, the maps inside the model (FANet, '
+                      'DenseAttentionSeg) of the worst and the best example')
   args = parser.parse_args(argv)
   if args.images < 0:
     parser.error(f'--images must be at least 0, got {args.images}')

@@ -13,18 +13,18 @@ LOSS_KEYS = ('loss', 'decode_loss', 'aux_loss', 'contour_loss')
 STYLES = ('-', '--', ':', '-.', (0, (5, 1, 1, 1)))  # the terms' lines for several runs
 
 
-def _pyplot():
+def pyplot():
   import matplotlib
   matplotlib.use('Agg')  # headless: files only
   import matplotlib.pyplot as plt
   return plt
 
 
-def _save(fig, path: str) -> str:
+def save_figure(fig, path: str) -> str:
   """Saves a figure through a temporary file; returns the file's name."""
   fig.savefig(path + '.tmp', format='png', dpi=100, bbox_inches='tight')
   os.replace(path + '.tmp', path)
-  _pyplot().close(fig)
+  pyplot().close(fig)
   return os.path.basename(path)
 
 
@@ -108,7 +108,7 @@ def _draw_panel(ax, i: int, last: bool, runs: list[Run], per_run: list, colours)
 
 def plot_curves(runs: list[Run], path: str) -> Optional[str]:
   """The training curves of every run, overlaid; None if no run logged anything."""
-  plt = _pyplot()
+  plt = pyplot()
   from matplotlib.lines import Line2D
   per_run = [curve_panels(run) for run in runs]
   titles = [title for title, _, _ in per_run[0]]
@@ -141,14 +141,14 @@ def plot_curves(runs: list[Run], path: str) -> Optional[str]:
   fig.suptitle('dashed vertical line: the best step (best/ checkpoint)', y=0.0,
                fontsize=9, color='dimgrey')
   fig.tight_layout()
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def plot_class_iou(runs: list[Run], names, palette, split: str, path: str) -> str:
   """Per-class IoU bars: the class colours for one run, one colour per run for
   several."""
   import numpy as np
-  plt = _pyplot()
+  plt = pyplot()
   scored = [run for run in runs if run.scores]
   fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(names) * max(1, len(scored)) + 2), 4))
   width = 0.8 / len(scored)
@@ -168,13 +168,13 @@ def plot_class_iou(runs: list[Run], names, palette, split: str, path: str) -> st
   if len(scored) > 1:
     ax.legend(fontsize=8)
   ax.grid(axis='y', alpha=0.3)
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def plot_confusion(run: Run, names, path: str) -> str:
   """The confusion matrix with each row (a label class) divided by its sum."""
   import numpy as np
-  plt = _pyplot()
+  plt = pyplot()
   confusion = np.asarray(run.scores['confusion'], np.float64)
   rows = confusion.sum(1, keepdims=True)
   normed = np.divide(confusion, rows, out=np.zeros_like(confusion), where=rows > 0)
@@ -193,5 +193,5 @@ def plot_confusion(run: Run, names, path: str) -> str:
       for j in ticks:
         ax.text(j, i, f'{100 * normed[i, j]:.1f}', ha='center', va='center', fontsize=8,
                 color='white' if normed[i, j] > 0.55 else 'black')
-  return _save(fig, path)
+  return save_figure(fig, path)
 

@@ -122,6 +122,44 @@ def examples_section(runs: list[Run], shown, images: int, seed: int,
           panels.legend(names, palette), panels.write_examples(runs, shown, output)]
 
 
+CAPTIONS = {
+    'frm': "FANet's FRM (paper Fig. 6) in each stage's last block: the image, its "
+           'input F, Q (F smoothed: a stride-2 depthwise conv, resized back), the high '
+           'frequency R = F - Q, the low frequency S = F * Q and its output.',
+    'attention': 'The dense attention (DenseAttentionSeg Fig. 7), over the depth: each '
+                 "level's attention map a_j (top) and the weight its skip gets from the "
+                 'other five, their product resized to its size (bottom).',
+    'contours': 'The contour loss (DenseAttentionSeg Fig. 8): Gaussian-blurred Sobel edge '
+                'strength B(S(.)) of the labels and of the predicted probabilities, and '
+                'their squared difference, whose mean is the loss.'}
+
+
+def internals_section(shown, output: str) -> list:
+  """Section 4: the maps inside the first run's model (report/internals.py) for its
+  worst and its best example; nothing for a model without such maps."""
+  from fanet_jax.report import internals
+  if not (shown and shown.chosen) or internals.family(shown.selector.model.model) is None:
+    return []
+  run = shown.selector.model
+  print(f'{shown.selector.name}: drawing the maps inside the model')
+  capture, section = internals.Capture(run), ['<h2>4. Inside the model</h2>',
+                                               '<p>Heat maps of the channel means, each '
+                                               'with its own colour range (under it).</p>']
+  picks = [k for k, (_, why) in enumerate(shown.chosen) if why in ('worst 1', 'best 1')]
+  for k in picks:
+    example, why = shown.examples[k], shown.chosen[k][1]
+    label = example['label'] if internals.family(run.model) == 'dense_attention' else None
+    for path in internals.write_figures(run, capture, example['image'], label,
+                                        os.path.join(output, 'internals'), f'{k + 1:02d}-'):
+      name = os.path.relpath(path, output)
+      what = os.path.splitext(os.path.basename(path))[0].split('-', 1)[1]
+      section.append(f'<p><a href="{name}"><img class="figure" src="{name}" '
+                     f'alt="{what} of {html.escape(str(example["file_name"]))}"></a><br>'
+                     f'{why}, {html.escape(str(example["file_name"]))}: '
+                     f'{CAPTIONS[what]}</p>')
+  return section
+
+
 def make_report(args) -> str:
   """Everything `python -m fanet_jax.report` does; returns the path of index.html."""
   from fanet_jax.progress import write_atomically
@@ -144,7 +182,8 @@ def make_report(args) -> str:
       f'<h2>2. Scores on the {args.split} split</h2>',
       *scores_section(runs, names, palette, args.split, output),
       f'<h2>3. Examples from the {args.split} split</h2>',
-      *examples_section(runs, shown, args.images, args.seed, output)]
+      *examples_section(runs, shown, args.images, args.seed, output),
+      *(internals_section(shown, output) if args.internals else [])]
   title = html.escape(', '.join(run.name for run in runs))
   path = os.path.join(output, 'index.html')
   write_atomically(path, '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
