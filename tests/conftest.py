@@ -26,7 +26,8 @@ jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 LONGEST_FIRST = ('test_imagenet_training.py', 'test_padding_gradients.py',
                  'test_crash_consistency.py', 'test_trainer.py', 'test_train_step.py',
                  'test_zerowaste_recipe.py', 'test_accumulation.py',
-                 'test_torch_parity.py', 'test_conv_formulation.py', 'test_xla_cpu.py')
+                 'test_torch_parity.py', 'test_export.py', 'test_conv_formulation.py',
+                 'test_xla_cpu.py')
 
 
 def pytest_collection_modifyitems(config, items):

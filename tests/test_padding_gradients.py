@@ -79,7 +79,9 @@ NARROW_TINY = dict(num_classes=5, widths=(16, 32, 64, 128), remat_stages=())
 
 @pytest.fixture(scope='module')
 def fanet_tiny_variables():
-  return _init(models.create('fanet_tiny_upernet', **NARROW_TINY), (1, 64, 64, 3))
+  # The lax formulation has the same variables and compiles its init faster.
+  return _init(models.create('fanet_tiny_upernet', conv_impl='lax', **NARROW_TINY),
+               (1, 64, 64, 3))
 
 
 @pytest.mark.parametrize('train', [True, False])
@@ -96,7 +98,9 @@ def test_fanet_tiny_upernet_on_a_padded_crop(fanet_tiny_variables, train):
 
 @pytest.mark.parametrize('name', ['dense_attention_seg_test', 'deeplabv3plus_test'])
 def test_depth_models_on_a_depth_map_with_holes(name):
-  model = models.create(name, num_classes=3)
+  # Plain transposed convs: the same numbers (tests/test_depth_models.py), compiled faster.
+  lax = {'deconv_impl': 'lax'} if name.startswith('dense_attention') else {}
+  model = models.create(name, num_classes=3, **lax)
   rng = np.random.default_rng(1)
   depth = rng.uniform(0.0, 1.0, (1, 96, 128, 1)).astype(np.float32)
   depth[:, :, :48] = -1.0  # missing depth, as NormalizeDepth writes it
@@ -113,7 +117,9 @@ def test_depth_models_on_a_depth_map_with_holes(name):
 def test_fanet_classifier_on_a_padded_image():
   # FANet-micro (the ImageNet smoke recipe's): with the zero stem bias its gradients
   # here were 1.5e21; FANet-tiny's backbone is checked above.
-  model = models.create('fanet_micro_classifier', num_classes=1000)
+  # The lax convolutions: the same numbers (tests/test_conv_formulation.py), compiled
+  # in about half the time.
+  model = models.create('fanet_micro_classifier', num_classes=1000, conv_impl='lax')
   batch = _padded_batch(224, (224 * 45 // 100, 224))
   cross_entropy = lambda logits, batch: -jax.nn.log_softmax(logits)[0, 3]
   _assert_finite_and_ordinary(*_gradients(model, _init(model, (1, 64, 64, 3)), batch,

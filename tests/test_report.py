@@ -53,7 +53,9 @@ def _write_history(workdir, steps=STEP, offset=0.0):
 def run(tmp_path_factory):
   """(workdir, config, variables) of an untrained RGB run with a best checkpoint, a
   log and an evaluation JSON of that checkpoint."""
-  workdir = str(tmp_path_factory.mktemp('run'))
+  # Named run0 and ablated0 (the page shows the folder names) whatever other test
+  # files of this worker made with mktemp.
+  workdir = str(tmp_path_factory.mktemp('report-runs') / 'run0')
   config = runs.tiny_rgb_config(str(tmp_path_factory.mktemp('tfds')))
   variables = runs.make_run(workdir, config, STEP)
   _write_history(workdir)
@@ -72,7 +74,7 @@ def run(tmp_path_factory):
 def ablated(run, tmp_path_factory):
   """The workdir of a run like `run` with SCM and the low-frequency FRM switched off,
   without an evaluation JSON."""
-  workdir = str(tmp_path_factory.mktemp('ablated'))
+  workdir = os.path.join(os.path.dirname(run[0]), 'ablated0')
   runs.make_run(workdir, dataclasses.replace(run[1], model_kwargs={
       'conv_impl': 'lax', 'use_scm': False, 'use_frm_low': False}), 5)
   _write_history(workdir, offset=0.05)

@@ -9,16 +9,27 @@ from fanet_jax import losses, models, optim, sharding
 from fanet_jax import train_step as train_step_lib
 
 
-def _run(mesh, batch, num_steps):
+def _model_and_optimiser():
   # XLA:CPU compiles the lax formulation in about half the time of the fast one;
   # tests/test_conv_formulation.py shows the two compute the same numbers.
   model = models.create('fanet_test_upernet', num_classes=5, conv_impl='lax')
   tx = optim.adamw(lambda step: 9e-5,  # the recipe's learning rate
                    betas=(0.9, 0.999), weight_decay=1e-3)
+  return model, tx
+
+
+def _initial_state():
+  """The initial train state, on the host: one init for both meshes."""
+  model, tx = _model_and_optimiser()
+  return jax.device_get(jax.jit(functools.partial(
+      train_step_lib.init_state, model, tx, image_shape=(1, 32, 32, 3)))(
+          jax.random.key(0)))
+
+
+def _run(mesh, batch, num_steps, initial_state):
+  model, tx = _model_and_optimiser()
   replicated = sharding.replicated(mesh)
-  state = jax.jit(functools.partial(train_step_lib.init_state, model, tx,
-                                    image_shape=(1, 32, 32, 3)),
-                  out_shardings=replicated)(jax.random.key(0))
+  state = jax.device_put(initial_state, replicated)
   loss_fn = losses.make_loss_fn(aux_weight=0.5, ignore_index=255)
   step = jax.jit(train_step_lib.make_train_step(model, tx, loss_fn),
                  in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
@@ -41,9 +52,9 @@ def _batch(seed=0, size=8):
 
 def test_sharded_step_equals_single_device_step():
   assert len(jax.devices()) == 8
-  batch = _batch()
-  losses_1, state_1 = _run(sharding.create_mesh(jax.devices()[:1]), batch, 2)
-  losses_8, state_8 = _run(sharding.create_mesh(), batch, 2)
+  batch, initial_state = _batch(), _initial_state()
+  losses_1, state_1 = _run(sharding.create_mesh(jax.devices()[:1]), batch, 2, initial_state)
+  losses_8, state_8 = _run(sharding.create_mesh(), batch, 2, initial_state)
   np.testing.assert_allclose(losses_8, losses_1, atol=1e-5, rtol=1e-5)
   assert int(state_1.step) == int(state_8.step) == 2
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5),
