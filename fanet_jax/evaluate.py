@@ -147,15 +147,10 @@ def evaluate_run(args) -> dict:
 
 def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
-  from absl import flags
-
   from fanet_jax import metrics
-  flags.FLAGS.mark_as_parsed()  # grain reads absl flags
-  try:
-    results = evaluate_run(args)
-  except trained.one_line_errors() as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+  code, results = trained.run_command(lambda: evaluate_run(args))
+  if code:
+    return code
   tta = (f' with test-time augmentation at {", ".join(map(str, results["tta_scales"]))}'
          ' (each flipped and not)' if results['tta_scales'] else '')
   print(f'{args.split} split, {results["weights"]}, {results["mode"]} inference{tta}:')

@@ -453,14 +453,13 @@ def predict(args) -> dict:
 def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
   try:
-    result = predict(args)
-  except trained.one_line_errors() as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+    code, result = trained.run_command(lambda: predict(args))
   except KeyboardInterrupt:
     print(f'error: interrupted; the files in {args.output} are complete: run the same '
           'command with --skip-existing to go on', file=sys.stderr)
     return 130
+  if code:
+    return code
   count, seconds = result['written'], result['seconds']
   rate = f'{count / seconds:.2f} frames/s' if seconds > 0 and count else 'no frames'
   print(f'segmented {count} frames with {result["origin"]} into {args.output} '

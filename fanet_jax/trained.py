@@ -16,7 +16,8 @@ is missing, not an error deep inside Flax.
 import argparse
 import dataclasses
 import os
-from typing import Any
+import sys
+from typing import Any, Callable
 
 from fanet_jax.config import Config
 
@@ -43,6 +44,18 @@ class Trained:
   model: Any               # the Flax module (trainer.build_model)
   step: int | None         # the checkpoint's step (None for converted weights)
   origin: str              # 'workdirs/demo, checkpoint best (step 600)', ...
+
+
+def run_command(work: Callable[[], Any]) -> tuple[int, Any]:
+  """(0, work()), or (2, None) after printing `error: <one line>` to stderr when it
+  raises one of `one_line_errors`: the body of the commands' `main`."""
+  from absl import flags
+  flags.FLAGS.mark_as_parsed()  # grain (reading a split) reads absl flags
+  try:
+    return 0, work()
+  except one_line_errors() as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2, None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -113,16 +113,10 @@ def visualize(args) -> list[str]:
 
 def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
-  from fanet_jax.checkpoints import CheckpointError
-  from fanet_jax.config import ConfigError
-  from fanet_jax.pretrained import PretrainedError
-  try:
-    paths = visualize(args)
-  except (trained.RunError, CheckpointError, ConfigError, PretrainedError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
-  print('\n'.join(paths))
-  return 0
+  code, paths = trained.run_command(lambda: visualize(args))
+  if not code:
+    print('\n'.join(paths))
+  return code
 
 
 if __name__ == '__main__':

@@ -32,17 +32,11 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
-  from absl import flags
-
   from fanet_jax.report.page import make_report
-  flags.FLAGS.mark_as_parsed()  # grain reads absl flags
-  try:
-    path = make_report(args)
-  except trained.one_line_errors() as e:  # DataError: a bad example of a readable split
-    print(f'error: {e}', file=sys.stderr)
-    return 2
-  print(f'report: {path}')
-  return 0
+  code, path = trained.run_command(lambda: make_report(args))
+  if not code:
+    print(f'report: {path}')
+  return code
 
 
 if __name__ == '__main__':
