@@ -7,8 +7,9 @@ auxiliary head, classifier / segmentor) with a dataclass field of that name, so
 has raises ValueError. Segmentors also take `use_auxiliary_head`.
 
 The depth segmentors of docs/models.md sections 3-4 (`deeplabv3plus_*`,
-`dense_attention_seg_*`) are single modules with flat fields, so every override
-(`attention='none'`, `num_classes`, `stage_sizes`, ...) goes to that one module.
+`dense_attention_seg_*`) and the FCN baselines of section 8 (`fcn*s_vgg16`) are single
+modules with flat fields, so every override (`attention='none'`, `num_classes`,
+`stage_sizes`, ...) goes to that one module.
 """
 import dataclasses
 import functools
@@ -18,7 +19,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from fanet_jax.models import deeplab, dense_attention, fanet
+from fanet_jax.models import deeplab, dense_attention, fanet, fcn
 from fanet_jax.models.classifier import ImageClassifier
 from fanet_jax.models.segmentor import EncoderDecoder
 from fanet_jax.models.upernet import FCNHead, UPerHead
@@ -103,6 +104,15 @@ _MODELS = {
         _single, dense_attention.DenseAttentionSeg, dense_attention.MICRO),
     'dense_attention_seg_test': functools.partial(
         _single, dense_attention.DenseAttentionSeg, dense_attention.TEST),
+    # FCN on VGG-16, depth input (docs/models.md section 8); test: widths 4-16.
+    'fcn32s_vgg16': functools.partial(_single, fcn.FCN,
+                                      dict(fcn.VGG16_FULL, prediction_stride=32)),
+    'fcn16s_vgg16': functools.partial(_single, fcn.FCN,
+                                      dict(fcn.VGG16_FULL, prediction_stride=16)),
+    'fcn8s_vgg16': functools.partial(_single, fcn.FCN,
+                                     dict(fcn.VGG16_FULL, prediction_stride=8)),
+    'fcn8s_test': functools.partial(_single, fcn.FCN,
+                                    dict(fcn.TEST, prediction_stride=8)),
 }
 
 

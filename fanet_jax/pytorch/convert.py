@@ -9,11 +9,17 @@ writes our variables back as a reference state dict:
       --to torch
   python -m fanet_jax.pytorch.convert --model resnet50_torchvision --input resnet50.pth \\
       --output DIR
+  python -m fanet_jax.pytorch.convert --model vgg16_torchvision --input vgg16.pth \\
+      --output DIR
 
-The last reads torchvision's ImageNet `resnet50` state dict into the `backbone` (the
-1-channel ResNet-50 encoder) of `dense_attention_seg_r50` / `deeplabv3plus_r50`, the
-RGB stem filters summed into the depth channel (`names.rgb_to_depth_stem`);
-`fc.*` is reported unused.
+`resnet50_torchvision` reads torchvision's ImageNet `resnet50` state dict into the
+`backbone` (the 1-channel ResNet-50 encoder) of `dense_attention_seg_r50` /
+`deeplabv3plus_r50`, the RGB stem filters summed into the depth channel
+(`names.rgb_to_depth_stem`); `fc.*` is reported unused. `vgg16_torchvision` reads
+torchvision's ImageNet `vgg16` into the `backbone` of the FCN models (`fcn*s_vgg16`):
+`features.*` by a rename (the RGB stem summed likewise), the Linear fc6 / fc7
+(`classifier.0` / `classifier.3`) reshaped into convs (`names.vgg_fc_to_conv`);
+`classifier.6` is reported unused.
 
 The Orbax output is what `launch.py --set init_from=DIR` reads
 (`fanet_jax.pretrained`). Names and layouts are mapped in `names.py`; state-dict
@@ -35,7 +41,9 @@ from flax import traverse_util
 
 from fanet_jax import models, pretrained
 from fanet_jax.pytorch.names import NUM_BATCHES_TRACKED, TORCHVISION_STEM, Table
-from fanet_jax.pytorch.names import build_table, rgb_to_depth_stem
+from fanet_jax.pytorch.names import TORCHVISION_VGG_FC, TORCHVISION_VGG_STEM
+from fanet_jax.pytorch.names import build_table, conv_to_vgg_fc, rgb_to_depth_stem
+from fanet_jax.pytorch.names import vgg_fc_to_conv
 from fanet_jax.pytorch.names import to_flax_layout, to_torch_layout
 from fanet_jax.pytorch.state_dict import ConvertError, check_writable
 from fanet_jax.pytorch.state_dict import load_state_dict_file, save_state_dict_file
@@ -47,6 +55,10 @@ from fanet_jax.models.classifier import ImageClassifier
 # deeplabv3plus_r50 are the same tree).
 TORCHVISION_RESNETS = {'resnet50_torchvision': 'dense_attention_seg_r50',
                        'resnet50': 'dense_attention_seg_r50'}
+# torchvision VGG-16 -> the `backbone` (VGG-16 features + conv fc6 / fc7) shared by
+# fcn32s_vgg16, fcn16s_vgg16 and fcn8s_vgg16.
+TORCHVISION_VGGS = {'vgg16_torchvision': 'fcn8s_vgg16', 'vgg16': 'fcn8s_vgg16'}
+TORCHVISION = {**TORCHVISION_RESNETS, **TORCHVISION_VGGS}
 
 
 class ConvertWarning(UserWarning):
@@ -72,7 +84,7 @@ def _cached_table(name: str, items: tuple) -> Table:
 
 
 def _table(name: str, model_kwargs: dict) -> Table:
-  target = TORCHVISION_RESNETS.get(name, name)
+  target = TORCHVISION.get(name, name)
   try:
     model = models.create(target, **model_kwargs)
   except ValueError as e:
@@ -84,7 +96,7 @@ def _table(name: str, model_kwargs: dict) -> Table:
       lambda: model.init(rngs, jnp.zeros((1, 64, 64, channels)), train=True))
   flat = {(c,) + k: v for c in pretrained.COLLECTIONS
           for k, v in traverse_util.flatten_dict(dict(shapes.get(c, {}))).items()}
-  if name in TORCHVISION_RESNETS:
+  if name in TORCHVISION:
     # Only the encoder; torchvision's names have no `backbone.` prefix.
     flat = {k: v for k, v in flat.items() if k[1] == 'backbone'}
     return build_table(flat, drop_backbone_prefix=True)
@@ -103,7 +115,8 @@ def from_torch_state_dict(name: str, state_dict: Mapping[str, np.ndarray], *,
     name: a factory model name, e.g. 'fanet_tiny', 'fanet_tiny_classifier',
       'fanet_tiny_upernet'; or a key of `TORCHVISION_RESNETS` ('resnet50_torchvision'):
       a torchvision ImageNet ResNet into the `backbone` of the depth models, the RGB
-      stem summed into the depth channel.
+      stem summed into the depth channel; or of `TORCHVISION_VGGS`
+      ('vgg16_torchvision'): likewise a VGG-16, its fc6 / fc7 reshaped into convs.
     state_dict: reference name -> array (numpy or anything np.asarray takes).
     strict: missing keys are an error; when False they are warned about and left
       out of the result.
@@ -112,7 +125,7 @@ def from_torch_state_dict(name: str, state_dict: Mapping[str, np.ndarray], *,
   Returns:
     {'params', 'batch_stats'}: nested dicts of numpy arrays with exactly the shapes
     and dtypes of the model's variables (`fanet_tiny`: the bare backbone tree;
-    torchvision ResNets: only the `backbone` subtree, for `pretrained.merge`).
+    torchvision ResNets and VGGs: only the `backbone` subtree, for `pretrained.merge`).
 
   Raises:
     ConvertError: missing keys (strict) or shape mismatches, every one listed.
@@ -123,9 +136,7 @@ def from_torch_state_dict(name: str, state_dict: Mapping[str, np.ndarray], *,
     if e.name not in state_dict:
       missing.append(e.name)
       continue
-    array = np.asarray(state_dict[e.name])
-    if name in TORCHVISION_RESNETS and e.name == TORCHVISION_STEM:
-      array = rgb_to_depth_stem(array, e.torch_shape)
+    array = _from_torchvision(name, e, np.asarray(state_dict[e.name]))
     if array.shape != e.torch_shape:
       mismatched.append(f'{e.name}: model {e.torch_shape}, checkpoint {array.shape}')
       continue
@@ -144,6 +155,17 @@ def from_torch_state_dict(name: str, state_dict: Mapping[str, np.ndarray], *,
                   ConvertWarning)
   variables = traverse_util.unflatten_dict(flat)
   return {c: variables.get(c, {}) for c in pretrained.COLLECTIONS}
+
+
+def _from_torchvision(name: str, entry, array: np.ndarray) -> np.ndarray:
+  # The checkpoint-specific layouts: RGB stems for the depth models, VGG's Linears.
+  if name in TORCHVISION_RESNETS and entry.name == TORCHVISION_STEM:
+    return rgb_to_depth_stem(array, entry.torch_shape)
+  if name in TORCHVISION_VGGS and entry.name == TORCHVISION_VGG_STEM:
+    return rgb_to_depth_stem(array, entry.torch_shape)
+  if name in TORCHVISION_VGGS and entry.name in TORCHVISION_VGG_FC:
+    return vgg_fc_to_conv(array, entry.torch_shape)
+  return array
 
 
 def to_torch_state_dict(name: str, variables: dict,
@@ -181,6 +203,9 @@ def to_torch_state_dict(name: str, variables: dict,
                        _listing('difference(s)', problems))
   state = {e.name: to_torch_layout(e, np.asarray(flat[(e.collection,) + e.path]))
            for e in table.entries}
+  if name in TORCHVISION_VGGS:               # back to torchvision's Linear layout
+    for fc in TORCHVISION_VGG_FC:
+      state[fc] = conv_to_vgg_fc(state[fc])
   for prefix in table.bn_prefixes:
     state[f'{prefix}.{NUM_BATCHES_TRACKED}'] = np.zeros((), np.int64)
   return {n: state[n] for n in table.reference_names()}
@@ -192,7 +217,9 @@ def _parse(argv):
   parser.add_argument('--model', required=True,
                       help='factory model name, e.g. fanet_tiny, fanet_tiny_classifier, '
                       'fanet_tiny_upernet; or resnet50_torchvision (alias resnet50): '
-                      'torchvision ImageNet ResNet-50 -> the depth models\' backbone')
+                      'torchvision ImageNet ResNet-50 -> the depth models\' backbone; '
+                      'or vgg16_torchvision (alias vgg16): torchvision ImageNet '
+                      'VGG-16 -> the FCN models\' backbone')
   parser.add_argument('--input', required=True,
                       help='--to flax: a .pth/.pth.tar/.pt, .safetensors or .npz state '
                       'dict; --to torch: a variables checkpoint or a run\'s workdir')

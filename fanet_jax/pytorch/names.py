@@ -10,7 +10,9 @@ name from a few rules, and the resulting table is checked to be one-to-one.
   `Sequential(AdaptiveAvgPool2d, ConvModule)`); the reference keeps SCM's layers in
   the AFE itself: `attn/scm/ctx_conv` -> `attn.ctx_conv`, `attn/scm/norm` -> `attn.norm3`;
   torchvision ResNets (the depth models' encoder, `models/resnet.py`): `layer{s}_{b}` ->
-  `layer{s}.{b}`, `downsample_{i}` -> `downsample.{i}`;
+  `layer{s}.{b}`, `downsample_{i}` -> `downsample.{i}`; torchvision's VGG-16 (FCN's
+  encoder, `models/fcn.py`): `features_{i}` -> `features.{i}`, and the
+  convolutionalised `fc6` / `fc7` -> `classifier.0` / `classifier.3`;
 - leaves: `kernel` / `scale` -> `weight`, `bias` -> `bias`; BatchNorm statistics
   (collection `batch_stats`) `mean` / `var` -> `running_mean` / `running_var`; every
   BatchNorm also has a `num_batches_tracked` buffer, which Flax does not keep;
@@ -24,6 +26,12 @@ encoder's is (64, 1, 7, 7); `rgb_to_depth_stem` sums the filters over the RGB ch
 A depth map seen as a grey image (three equal channels d) then gives exactly the
 ImageNet first-layer response, sum_c W_c * d = (sum_c W_c) * d (the usual
 ImageNet-to-single-channel transfer; torchvision's input normalisation is not applied).
+
+VGG fc6 / fc7: torchvision's `classifier.0.weight` is a Linear (4096, 512 * 7 * 7) on
+pool5 flattened in (C, H, W) order, so its rows reshaped to (4096, 512, 7, 7) are an
+OIHW conv kernel whose 7x7 conv over a 7x7 map equals the Linear layer (FCN's
+"convolutionalisation"); `classifier.3.weight` (4096, 4096) becomes a 1x1 conv.
+`vgg_fc_to_conv` and `conv_to_vgg_fc` do these reshapes.
 
 Layouts: conv kernels are OIHW there (grouped: O, I/groups, H, W) and HWIO here (H, W,
 I/groups, O); Linear weights are (out, in) there and Dense kernels (in, out) here.
@@ -40,6 +48,9 @@ _SEGMENT_RULES = tuple((re.compile(p), r) for p, r in (
     (r'(downsample_layers|lateral_convs|fpn_convs|convs)_(\d+)', r'\1.\2'),
     (r'(layer\d+)_(\d+)', r'\1.\2'),               # torchvision ResNet blocks
     (r'downsample_(\d+)', r'downsample.\1'),        # torchvision's shortcut Sequential
+    (r'features_(\d+)', r'features.\1'),            # torchvision VGG's conv Sequential
+    (r'fc6', r'classifier.0'),                       # torchvision VGG's Linear layers,
+    (r'fc7', r'classifier.3'),                       # as convs in FCN (`vgg_fc_to_conv`)
 ))
 # SCM's layers sit in the AFE itself in the reference.
 _SCM_NAMES = {'ctx_conv': 'ctx_conv', 'norm': 'norm3'}
@@ -212,3 +223,36 @@ def rgb_to_depth_stem(array: np.ndarray, torch_shape: tuple) -> np.ndarray:
     # Sum in float64: the float32 result is then the correctly rounded sum.
     return array.astype(np.float64).sum(axis=1, keepdims=True).astype(array.dtype)
   return array
+
+
+# The stem conv of a torchvision VGG state dict, and its Linear layers that FCN turns
+# into convs.
+TORCHVISION_VGG_STEM = 'features.0.weight'
+TORCHVISION_VGG_FC = ('classifier.0.weight', 'classifier.3.weight')
+
+
+def vgg_fc_to_conv(array: np.ndarray, torch_shape: tuple) -> np.ndarray:
+  """A torchvision Linear weight (O, C * H * W) as the OIHW kernel (O, C, H, W).
+
+  torchvision flattens pool5 (N, C, H, W) row-major, so input feature
+  c * H * W + h * W + w is pixel (h, w) of channel c: a plain reshape of each row.
+
+  Args:
+    array: the checkpoint's Linear weight (2-D).
+    torch_shape: the model's conv kernel shape (OIHW).
+
+  Returns:
+    `array` reshaped to `torch_shape` when it is 2-D with that many elements per
+    output; otherwise `array` unchanged (a mismatch is reported by the caller).
+  """
+  array, torch_shape = np.asarray(array), tuple(torch_shape)
+  if (array.ndim == 2 and len(torch_shape) == 4 and array.shape[0] == torch_shape[0]
+      and array.shape[1] == int(np.prod(torch_shape[1:]))):
+    return array.reshape(torch_shape)
+  return array
+
+
+def conv_to_vgg_fc(array: np.ndarray) -> np.ndarray:
+  """The inverse of `vgg_fc_to_conv`: an OIHW kernel as a Linear weight (O, I * H * W)."""
+  array = np.asarray(array)
+  return np.ascontiguousarray(array.reshape(array.shape[0], -1))
