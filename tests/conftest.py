@@ -15,8 +15,13 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 import jax  # noqa: E402  (after the environment above)
 
 jax.config.update('jax_disable_most_optimizations', True)
-jax.config.update('jax_compilation_cache_dir',
-                  tempfile.mkdtemp(prefix='fanet-jax-test-xla-cache-'))
+# One cache for the whole run, shared by xdist's workers (they compile many of the
+# same small programs), as the multi-process tests already share theirs; JAX writes
+# each entry once and recompiles where an entry cannot be read.
+_CACHE = os.path.join(tempfile.gettempdir(), 'fanet-jax-test-xla-cache-'
+                      + os.environ.get('PYTEST_XDIST_TESTRUNUID', str(os.getpid())))
+os.makedirs(_CACHE, exist_ok=True)
+jax.config.update('jax_compilation_cache_dir', _CACHE)
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
 jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
