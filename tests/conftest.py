@@ -26,7 +26,7 @@ jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
 jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 # The longest files first (pytest --durations), heaviest first: xdist's workers take
-# whole files (--dist loadfile) in collection order as they become free, so they
+# whole files (--dist loadfile) in collection order as they become free, so the two
 # finish close together instead of one running a long file alone at the end.
 LONGEST_FIRST = ('test_imagenet_training.py', 'test_padding_gradients.py',
                  'test_crash_consistency.py', 'test_trainer.py', 'test_train_step.py',
