@@ -24,14 +24,24 @@ def _batch():
           'label': rng.integers(0, 10, BATCH).astype(np.int32)}
 
 
-def _steps(accum_steps, mesh, tx, dtype=jnp.float32, num_steps=2):
+def _model(dtype):
   # conv_impl='lax' compiles in half the time; the formulations are tested equal.
-  model = models.create('fanet_test_classifier', num_classes=10, drop_path_rate=0.0,
-                        dtype=dtype, conv_impl='lax')
+  return models.create('fanet_test_classifier', num_classes=10, drop_path_rate=0.0,
+                       dtype=dtype, conv_impl='lax')
+
+
+@functools.lru_cache(maxsize=None)
+def _initial_state(tx, dtype):
+  """The initial state on the host, initialised once for every mesh."""
+  return jax.device_get(jax.jit(functools.partial(
+      train_step_lib.init_state, _model(dtype), tx, image_shape=(1, 32, 32, 3)))(
+          jax.random.key(0)))
+
+
+def _steps(accum_steps, mesh, tx, dtype=jnp.float32, num_steps=2):
+  model = _model(dtype)
   replicated = sharding.replicated(mesh)
-  state = jax.jit(functools.partial(train_step_lib.init_state, model, tx,
-                                    image_shape=(1, 32, 32, 3)),
-                  out_shardings=replicated)(jax.random.key(0))
+  state = jax.device_put(_initial_state(tx, dtype), replicated)
   prepare = classification.make_prepare_batch(
       num_classes=10, mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5,
       label_smoothing=0.1)
