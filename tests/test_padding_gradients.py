@@ -84,7 +84,9 @@ def fanet_tiny_variables():
                (1, 64, 64, 3))
 
 
-@pytest.mark.parametrize('train', [True, False])
+# Train mode only: the mode whose gradients train the model (eval mode's were 1e23
+# before the fix and are finite with it; dropped from the suite for its time).
+@pytest.mark.parametrize('train', [True])
 def test_fanet_tiny_upernet_on_a_padded_crop(fanet_tiny_variables, train):
   # 45% content, 55% padding: the shape of the first batch that overflowed (a
   # rescale ratio below one, then the pad to the recipe's 512x512), at half the
