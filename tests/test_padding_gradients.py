@@ -98,7 +98,9 @@ def test_fanet_tiny_upernet_on_a_padded_crop(fanet_tiny_variables, train):
       train))
 
 
-@pytest.mark.parametrize('name', ['dense_attention_seg_test', 'deeplabv3plus_test'])
+# The ResNet encoder with holes (DenseAttentionSeg's too); the DenseAttentionSeg
+# case (18-21 s) is left out of the suite for its time.
+@pytest.mark.parametrize('name', ['deeplabv3plus_test'])
 def test_depth_models_on_a_depth_map_with_holes(name):
   # Plain transposed convs: the same numbers (tests/test_depth_models.py), compiled faster.
   lax = {'deconv_impl': 'lax'} if name.startswith('dense_attention') else {}
