@@ -374,9 +374,10 @@ def predict(args) -> dict:
   for folder in outputs:
     os.makedirs(os.path.join(args.output, folder), exist_ok=True)
   stem = lambda path: os.path.splitext(os.path.basename(path))[0]
-  done_before = [f for f in files if args.skip_existing and os.path.exists(
-      os.path.join(args.output, 'pred', f'{stem(f)}.png'))]
-  todo = [f for f in files if f not in set(done_before)]
+  done = {f: args.skip_existing and os.path.exists(
+      os.path.join(args.output, 'pred', f'{stem(f)}.png')) for f in files}
+  done_before = [f for f in files if done[f]]
+  todo = [f for f in files if not done[f]]
   segmenter = Segmenter(run, args.probs)
 
   def load(path):
