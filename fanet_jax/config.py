@@ -131,6 +131,11 @@ class Config:
   # Keys a resumed run may change beyond fanet_jax/workdir.py's MAY_CHANGE.
   allow_config_change: tuple[str, ...] = ()
 
+  @property
+  def image_channels(self) -> int:
+    """Channels of the model's input: 1 for depth maps, 3 for RGB."""
+    return 1 if self.modality == 'depth' else 3
+
   def __post_init__(self):
     # Intervals divide step numbers and counts keep checkpoints: below 1 they would
     # fail mid-run (or delete every checkpoint), so they fail here, by name.

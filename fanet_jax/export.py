@@ -91,11 +91,6 @@ def parse_args(argv):
   return parser.parse_args(argv)
 
 
-def channels(config) -> int:
-  """Input channels of the config's model: 1 for depth, 3 for RGB."""
-  return 1 if config.modality == 'depth' else 3
-
-
 def check_size(config, size) -> None:
   """Refuses a size the run's model is not meant to see (ExportError)."""
   if config.modality == 'depth':
@@ -137,7 +132,7 @@ def sidecar(config, size, output_kind: str, source: str, file_format: str) -> di
   """What a user of the file needs to feed it and read it (the JSON sidecar)."""
   from input_pipeline import datasets
   names = datasets.CLASS_NAMES.get(config.dataset, ())[:config.num_classes]
-  c, (h, w) = channels(config), size
+  c, (h, w) = config.image_channels, size
   info = {
       'format': file_format, 'model': config.model, 'source': source,
       'input': {'name': 'images', 'dtype': 'float32', 'layout': 'NHWC',
@@ -165,7 +160,7 @@ def check_images(config, size):
   as the sidecar says (smooth gradients and a bright disc; depth with a hole)."""
   import numpy as np
   h, w = size
-  c = channels(config)
+  c = config.image_channels
   rng = np.random.default_rng(0)
   y, x = np.mgrid[0:h, 0:w].astype(np.float32)
   disc = ((y - h / 2) ** 2 + (x - w / 3) ** 2) < (min(h, w) / 4) ** 2
@@ -357,10 +352,11 @@ def export(args) -> dict:
   output = args.output or os.path.join(args.workdir or '.', 'export' if args.workdir
                                        else '', f'model-{size[0]}x{size[1]}{suffix}')
   print(f'exporting {config.model} ({source}) as {args.format}, input (batch, '
-        f'{size[0]}, {size[1]}, {channels(config)}), output {args.output_kind}',
+        f'{size[0]}, {size[1]}, {config.image_channels}), output {args.output_kind}',
         flush=True)
   info = sidecar(config, size, args.output_kind, source, args.format)
-  dims = jax.export.symbolic_shape(f'batch, {size[0]}, {size[1]}, {channels(config)}')
+  dims = jax.export.symbolic_shape(
+      f'batch, {size[0]}, {size[1]}, {config.image_channels}')
   spec = jax.ShapeDtypeStruct(dims, jnp.float32)
   fn = model_function(config, variables, args.output_kind)
   start = time.perf_counter()

@@ -128,9 +128,8 @@ def _check_fits(model, config: Config, variables: dict, origin: str) -> None:
   import jax
   import jax.numpy as jnp
   from flax import traverse_util
-  channels = 1 if config.modality == 'depth' else 3
   expected = jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jnp.zeros((1, 64, 64, channels)), train=False))
+      jax.random.key(0), jnp.zeros((1, 64, 64, config.image_channels)), train=False))
   missing, wrong = [], []
   for collection in ('params', 'batch_stats'):
     have = traverse_util.flatten_dict(dict(variables.get(collection) or {}), sep='/')

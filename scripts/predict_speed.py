@@ -55,9 +55,8 @@ def main() -> int:
 
   config = config_lib.load_experiment(args.experiment)
   model = trainer.build_model(config)
-  channels = 1 if config.modality == 'depth' else 3
   variables = jax.jit(functools.partial(model.init, train=False))(
-      jax.random.key(0), jnp.zeros((1, 64, 64, channels)))
+      jax.random.key(0), jnp.zeros((1, 64, 64, config.image_channels)))
   weights = os.path.join(work, 'weights')
   pretrained.save_variables(weights, variables)
 

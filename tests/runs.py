@@ -51,7 +51,7 @@ def make_run(workdir: str, config: config_lib.Config, step: int) -> dict:
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     f.write(config_lib.to_json(config))
   variables = random_variables(trainer.build_model(config),
-                               1 if config.modality == 'depth' else 3)
+                               config.image_channels)
   state = {'step': np.int32(step), 'params': variables['params'],
            'batch_stats': variables['batch_stats']}
   with ocp.StandardCheckpointer() as writer:

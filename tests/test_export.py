@@ -66,7 +66,7 @@ def test_onnx_runs_to_the_jax_numbers_at_any_batch(runs, modality, kind, capsys)
   path = os.path.join(workdir, 'export', 'model-32x64.onnx')
   with open(path + '.json') as f:
     info = json.load(f)
-  assert info['input']['shape'] == ['batch', 32, 64, export.channels(config)]
+  assert info['input']['shape'] == ['batch', 32, 64, config.image_channels]
   session = onnxruntime.InferenceSession(path, providers=['CPUExecutionProvider'])
   metadata = session.get_modelmeta().custom_metadata_map
   assert json.loads(metadata['class_names']) == info['class_names']

@@ -42,7 +42,7 @@ class Segmentation:
     if config.modality not in MODALITIES:
       raise ConfigError(f'modality must be one of {MODALITIES}, got {config.modality!r}')
     self.config = config
-    self.image_channels = 1 if config.modality == 'depth' else 3
+    self.image_channels = config.image_channels
 
   def load_sources(self, splits: Sequence[str]) -> dict:
     """split -> random-access source (the data set is prepared on first use)."""
