@@ -86,12 +86,14 @@ class Config:
   # or Adam with L2 on BatchNorm parameters and a step decay (DenseAttentionSeg).
   batch_size: int = 2  # Global, over all processes and devices.
   num_steps: int = 40_000
-  optimizer: str = 'adamw'  # 'adamw' (decoupled decay) or 'adam_bn_l2'.
+  # 'adamw' (decoupled decay), 'adam_bn_l2' or 'sgd' (PyTorch's, coupled L2, momentum).
+  optimizer: str = 'adamw'
   lr_schedule: str = 'poly'  # 'poly', 'step' or 'cosine' (linear warm-up, cosine).
   lr_decay_every: int = 80_000  # 'step': multiply by lr_decay_factor this often.
   lr_decay_factor: float = 0.8
   learning_rate: float = 9e-5
   betas: tuple[float, float] = (0.9, 0.999)
+  momentum: float = 0.9  # 'sgd' only.
   weight_decay: float = 1e-3
   warmup_steps: int = 1500
   warmup_ratio: float = 1e-6

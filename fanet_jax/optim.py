@@ -15,6 +15,10 @@ DenseAttentionSeg (docs/recipes.md section 3): Adam, lr 1e-3 multiplied by 0.8 e
 and the paper's "batch-norm loss weight" read as an L2 penalty of 1e-3 on the
 BatchNorm parameters only, added to the gradient as PyTorch's `Adam(weight_decay)`
 does (coupled, not decoupled).
+
+DeepLabv3+ on ZeroWaste-f (docs/recipes.md section 5, mmsegmentation's schedule for
+that model family): PyTorch's `SGD(momentum, weight_decay)`, whose L2 term is added to
+every gradient before the momentum buffer, with the poly schedule without warm-up.
 """
 from typing import Any
 
@@ -136,3 +140,19 @@ def adam_bn_l2(schedule: optax.Schedule, *, betas: tuple[float, float],
   return optax.chain(optax.masked(optax.add_decayed_weights(weight_decay), mask),
                      optax.scale_by_adam(b1=betas[0], b2=betas[1], eps=1e-8),
                      optax.scale_by_learning_rate(schedule))
+
+
+def sgd(schedule: optax.Schedule, *, momentum: float,
+        weight_decay: float) -> optax.GradientTransformation:
+  """PyTorch's SGD: `buf = momentum * buf + (g + weight_decay * p)`, `p -= lr * buf`.
+
+  Args:
+    schedule: learning-rate schedule.
+    momentum: momentum of the buffer (no dampening, not Nesterov).
+    weight_decay: L2 coefficient added to every gradient (coupled, as PyTorch).
+
+  Returns:
+    The optax transformation.
+  """
+  return optax.chain(optax.add_decayed_weights(weight_decay),
+                     optax.sgd(schedule, momentum=momentum))

@@ -64,8 +64,11 @@ def _optimizer(config: Config, total_steps: int, abstract_params, abstract_stats
     mask = optim.batchnorm_mask(abstract_params, abstract_stats)
     tx = optim.adam_bn_l2(schedule, betas=config.betas, weight_decay=config.weight_decay,
                           mask=mask)
+  elif config.optimizer == 'sgd':
+    tx = optim.sgd(schedule, momentum=config.momentum, weight_decay=config.weight_decay)
   else:
-    raise ValueError(f"optimizer must be 'adamw' or 'adam_bn_l2', got {config.optimizer!r}")
+    raise ValueError("optimizer must be 'adamw', 'adam_bn_l2' or 'sgd', got "
+                     f'{config.optimizer!r}')
   if config.grad_clip_norm:
     tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
   return schedule, tx

@@ -1,4 +1,4 @@
-"""torchvision ImageNet ResNet-50 -> the depth models' encoder.
+"""torchvision ImageNet ResNet-50 -> the depth models' encoder; ResNet-101 -> the RGB one.
 
 torchvision is not needed: the state dict is built from torchvision's architecture
 (bottleneck widths 64/128/256/512, expansion 4, blocks 3/4/6/3) with random arrays.
@@ -25,11 +25,12 @@ def _bn(prefix: str, channels: int) -> dict:
           f'{prefix}.num_batches_tracked': ()}
 
 
-def torchvision_resnet50_shapes() -> dict:
-  """Name -> shape of torchvision's `resnet50().state_dict()`."""
+def torchvision_resnet50_shapes(stage_blocks: tuple = BLOCKS) -> dict:
+  """Name -> shape of torchvision's `resnet50().state_dict()` (`resnet101()`'s with
+  blocks 3/4/23/3)."""
   shapes = {'conv1.weight': (64, 3, 7, 7), **_bn('bn1', 64)}
   inplanes = 64
-  for s, (blocks, width) in enumerate(zip(BLOCKS, WIDTHS)):
+  for s, (blocks, width) in enumerate(zip(stage_blocks, WIDTHS)):
     for b in range(blocks):
       p = f'layer{s + 1}.{b}'
       shapes[f'{p}.conv1.weight'] = (width, inplanes, 1, 1)
@@ -47,12 +48,15 @@ def torchvision_resnet50_shapes() -> dict:
   return shapes
 
 
-@pytest.fixture(scope='module')
-def state_dict():
+def _random_state_dict(shapes: dict) -> dict:
   rng = np.random.default_rng(0)
   return {k: (np.array(7, np.int64) if k.endswith('num_batches_tracked') else
-              rng.standard_normal(s).astype(np.float32))
-          for k, s in torchvision_resnet50_shapes().items()}
+              rng.standard_normal(s).astype(np.float32)) for k, s in shapes.items()}
+
+
+@pytest.fixture(scope='module')
+def state_dict():
+  return _random_state_dict(torchvision_resnet50_shapes())
 
 
 @pytest.fixture(scope='module')
@@ -161,3 +165,26 @@ def test_cli(state_dict, tmp_path, capsys):
   np.testing.assert_array_equal(
       loaded['params']['backbone']['layer3_2']['conv1']['kernel'],
       state_dict['layer3.2.conv1.weight'].transpose(2, 3, 1, 0))
+
+
+def test_resnet101_fills_the_rgb_deeplab_backbone_unchanged():
+  state_dict = _random_state_dict(torchvision_resnet50_shapes((3, 4, 23, 3)))
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', convert.ConvertWarning)   # fc, as for ResNet-50
+    variables = convert.from_torch_state_dict('resnet101_torchvision_rgb', state_dict)
+  params = variables['params']['backbone']
+  # torchvision resnet101 without fc: 44,549,160 - 2,049,000; the stem stays RGB.
+  assert models.count_params(variables) == 42_500_160
+  np.testing.assert_array_equal(params['conv1']['kernel'],
+                                state_dict['conv1.weight'].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(params['layer3_22']['conv3']['kernel'],
+                                state_dict['layer3.22.conv3.weight'].transpose(2, 3, 1, 0))
+  model = models.create('deeplabv3plus_r101_rgb', num_classes=5)
+  shapes = jax.eval_shape(lambda: model.init(
+      {'params': jax.random.key(0), 'dropout': jax.random.key(1)},
+      jnp.zeros((1, 64, 64, 3)), train=False))
+  fresh = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype),
+                       {c: dict(shapes[c]) for c in pretrained.COLLECTIONS})
+  merged, shared = pretrained.merge(fresh, variables)
+  assert shared == ['backbone']
+  jax.tree.map(np.testing.assert_array_equal, merged['params']['backbone'], params)

@@ -156,6 +156,23 @@ def test_full_size_parameter_counts():
   assert models.count_params(params) == _deeplab_params() == 40_341_283
 
 
+@pytest.mark.parametrize('name,stage_sizes,count', [
+    # torchvision resnet101: 44,549,160 parameters, fc 2,049,000 of them.
+    # r50: the depth model's 40,341,283 + 2 * 64 * 49 (RGB stem) + 2 * 257 (5 classes).
+    ('deeplabv3plus_r50_rgb', (3, 4, 6, 3), 40_348_069),
+    ('deeplabv3plus_r101_rgb', (3, 4, 23, 3), 59_340_197)])
+def test_rgb_variants_for_zerowaste(name, stage_sizes, count):
+  # RGB stem, 5 classes, output stride 8 (layer3 and layer4 dilated, mmseg's d8).
+  model = models.create(name, num_classes=5)
+  variables = _variables_shape(model, (1, 64, 64, 3))
+  head = _deeplab_params(classes=5) - _resnet_params(1)
+  assert models.count_params(variables) == _resnet_params(3, stage_sizes) + head == count
+  assert _resnet_params(3, (3, 4, 23, 3)) == 44_549_160 - 2_049_000
+  assert (model.output_stride, tuple(model.atrous_rates)) == (8, (12, 24, 36))
+  logits = jax.eval_shape(model.apply, variables, jnp.zeros((1, 64, 64, 3)))
+  assert logits.shape == (1, 64, 64, 5)
+
+
 @pytest.mark.parametrize('name', ['dense_attention_seg_test', 'deeplabv3plus_test'])
 @pytest.mark.parametrize('size', [(37, 45), (100, 130)])   # not multiples of 16
 def test_output_size_at_any_input_size(name, size):

@@ -76,3 +76,23 @@ def test_no_weight_decay_on_norms_and_biases():
   np.testing.assert_allclose(updates['conv']['kernel'], -0.05)
   for leaf in (updates['conv']['bias'], updates['norm']['scale'], updates['norm']['bias']):
     np.testing.assert_array_equal(leaf, 0.0)
+
+
+def test_sgd_follows_pytorch_sgd_with_momentum_and_weight_decay():
+  # torch.optim.SGD(lr, momentum, weight_decay), written out: d = g + wd * p;
+  # buf = d on the first step, then momentum * buf + d; p -= lr * buf.
+  rng = np.random.default_rng(0)
+  p = {'w': rng.normal(size=(3, 2)).astype(np.float32), 'b': np.float32([0.5, -1.0])}
+  lrs, momentum, wd = [0.01, 0.009, 0.008], 0.9, 5e-4
+  tx = optim.sgd(lambda step: jnp.asarray(lrs)[step], momentum=momentum, weight_decay=wd)
+  state, params = tx.init(p), jax.tree.map(jnp.asarray, p)
+  want, buf = jax.tree.map(np.float64, p), None
+  for lr in lrs:
+    grads = {k: rng.normal(size=v.shape).astype(np.float32) for k, v in p.items()}
+    updates, state = tx.update(grads, state, params)
+    params = jax.tree.map(lambda a, u: a + u, params, updates)
+    d = {k: grads[k] + wd * want[k] for k in want}
+    buf = d if buf is None else {k: momentum * buf[k] + d[k] for k in d}
+    want = {k: want[k] - lr * buf[k] for k in want}
+  for k in want:
+    np.testing.assert_allclose(params[k], want[k], rtol=1e-5, atol=1e-7)

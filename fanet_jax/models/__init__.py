@@ -6,10 +6,10 @@ auxiliary head, classifier / segmentor) with a dataclass field of that name, so
 `num_classes` reaches both heads and `dtype` every component; a key no component
 has raises ValueError. Segmentors also take `use_auxiliary_head`.
 
-The depth segmentors of docs/models.md sections 3-4 (`deeplabv3plus_*`,
-`dense_attention_seg_*`) and the FCN baselines of section 8 (`fcn*s_vgg16`) are single
-modules with flat fields, so every override (`attention='none'`, `num_classes`,
-`stage_sizes`, ...) goes to that one module.
+The depth segmentors of docs/models.md sections 3-4 (`deeplabv3plus_*`, whose `*_rgb`
+variants take RGB for ZeroWaste-f, and `dense_attention_seg_*`) and the FCN baselines
+of section 8 (`fcn*s_vgg16`) are single modules with flat fields, so every override
+(`attention='none'`, `num_classes`, `stage_sizes`, ...) goes to that one module.
 """
 import dataclasses
 import functools
@@ -98,6 +98,13 @@ _MODELS = {
                                              deeplab.MICRO),
     'deeplabv3plus_test': functools.partial(_single, deeplab.DeepLabV3Plus,
                                             deeplab.TEST),
+    # RGB, output stride 8: the ZeroWaste-f baselines (FANet Table 1).
+    'deeplabv3plus_r50_rgb': functools.partial(_single, deeplab.DeepLabV3Plus,
+                                               deeplab.R50_RGB),
+    'deeplabv3plus_r101_rgb': functools.partial(_single, deeplab.DeepLabV3Plus,
+                                                deeplab.R101_RGB),
+    'deeplabv3plus_test_rgb': functools.partial(_single, deeplab.DeepLabV3Plus,
+                                                deeplab.TEST_RGB),
     'dense_attention_seg_r50': functools.partial(
         _single, dense_attention.DenseAttentionSeg, dense_attention.R50),
     'dense_attention_seg_micro': functools.partial(

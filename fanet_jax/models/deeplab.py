@@ -31,6 +31,12 @@ Dtype = Any
 R50 = dict(resnet.R50)
 MICRO = dict(resnet.MICRO, aspp_channels=64, low_level_channels=12, decoder_channels=64)
 TEST = dict(resnet.TEST, aspp_channels=8, low_level_channels=4, decoder_channels=8)
+# RGB variants for ZeroWaste-f (docs/models.md section 4): output stride 8 with ASPP
+# rates (12, 24, 36), as mmsegmentation's `deeplabv3plus_r{50,101}-d8` configs.
+_RGB_D8 = dict(in_channels=3, output_stride=8, atrous_rates=(12, 24, 36))
+R50_RGB = dict(R50, **_RGB_D8)
+R101_RGB = dict(resnet.R101, **_RGB_D8)
+TEST_RGB = dict(TEST, **_RGB_D8)
 
 
 def conv_seg(num_classes: int, dtype: Dtype) -> nn.Conv:

@@ -20,9 +20,10 @@ import jax.numpy as jnp
 
 Dtype = Any
 
-# Variants: ResNet field values. R50 is torchvision's resnet50; MICRO and TEST are
+# Variants: ResNet field values. R50 / R101 are torchvision's resnet50 / resnet101; MICRO and TEST are
 # narrow, one-block-per-stage encoders for CPU runs and unit tests.
 R50 = dict(stage_sizes=(3, 4, 6, 3), base_width=64)
+R101 = dict(stage_sizes=(3, 4, 23, 3), base_width=64)
 MICRO = dict(stage_sizes=(1, 1, 1, 1), base_width=16)
 TEST = dict(stage_sizes=(1, 1, 1, 1), base_width=4)
 

@@ -15,11 +15,13 @@ writes our variables back as a reference state dict:
 `resnet50_torchvision` reads torchvision's ImageNet `resnet50` state dict into the
 `backbone` (the 1-channel ResNet-50 encoder) of `dense_attention_seg_r50` /
 `deeplabv3plus_r50`, the RGB stem filters summed into the depth channel
-(`names.rgb_to_depth_stem`); `fc.*` is reported unused. `vgg16_torchvision` reads
-torchvision's ImageNet `vgg16` into the `backbone` of the FCN models (`fcn*s_vgg16`):
-`features.*` by a rename (the RGB stem summed likewise), the Linear fc6 / fc7
-(`classifier.0` / `classifier.3`) reshaped into convs (`names.vgg_fc_to_conv`);
-`classifier.6` is reported unused.
+(`names.rgb_to_depth_stem`); `fc.*` is reported unused. `resnet50_torchvision_rgb` and
+`resnet101_torchvision_rgb` read torchvision's `resnet50` / `resnet101` unchanged
+into the RGB encoders of `deeplabv3plus_r50_rgb` / `deeplabv3plus_r101_rgb`.
+`vgg16_torchvision` reads torchvision's ImageNet `vgg16` into the `backbone` of the FCN
+models (`fcn*s_vgg16`): `features.*` by a rename (the RGB stem summed likewise), the
+Linear fc6 / fc7 (`classifier.0` / `classifier.3`) reshaped into convs
+(`names.vgg_fc_to_conv`); `classifier.6` is reported unused.
 
 The Orbax output is what `launch.py --set init_from=DIR` reads
 (`fanet_jax.pretrained`). Names and layouts are mapped in `names.py`; state-dict
@@ -54,7 +56,10 @@ from fanet_jax.models.classifier import ImageClassifier
 # `backbone` subtree they fill (the ResNet-50 encoders of dense_attention_seg_r50 and
 # deeplabv3plus_r50 are the same tree).
 TORCHVISION_RESNETS = {'resnet50_torchvision': 'dense_attention_seg_r50',
-                       'resnet50': 'dense_attention_seg_r50'}
+                       'resnet50': 'dense_attention_seg_r50',
+                       # RGB encoders (stem kept as it is) of the ZeroWaste-f baselines.
+                       'resnet50_torchvision_rgb': 'deeplabv3plus_r50_rgb',
+                       'resnet101_torchvision_rgb': 'deeplabv3plus_r101_rgb'}
 # torchvision VGG-16 -> the `backbone` (VGG-16 features + conv fc6 / fc7) shared by
 # fcn32s_vgg16, fcn16s_vgg16 and fcn8s_vgg16.
 TORCHVISION_VGGS = {'vgg16_torchvision': 'fcn8s_vgg16', 'vgg16': 'fcn8s_vgg16'}
@@ -218,6 +223,8 @@ def _parse(argv):
                       help='factory model name, e.g. fanet_tiny, fanet_tiny_classifier, '
                       'fanet_tiny_upernet; or resnet50_torchvision (alias resnet50): '
                       'torchvision ImageNet ResNet-50 -> the depth models\' backbone; '
+                      'resnet50_torchvision_rgb / resnet101_torchvision_rgb -> the RGB '
+                      'DeepLabv3+ backbones; '
                       'or vgg16_torchvision (alias vgg16): torchvision ImageNet '
                       'VGG-16 -> the FCN models\' backbone')
   parser.add_argument('--input', required=True,
