@@ -6,10 +6,17 @@ auxiliary head, classifier / segmentor) with a dataclass field of that name, so
 `num_classes` reaches both heads and `dtype` every component; a key no component
 has raises ValueError. Segmentors also take `use_auxiliary_head`.
 
+FocalNet (docs/models.md section 9) follows the same routing, but its ImageNet
+classifiers carry the release's names, `focalnet_tiny_lrf` / `focalnet_base_lrf`
+(no `_classifier` suffix; `focalnet_test` is the bare test backbone and
+`focalnet_test_classifier` its classifier); `focalnet_*_upernet` change the backbone
+as the release's segmentation configs do (`focalnet.SEGMENTATION`).
+
 The depth segmentors of docs/models.md sections 3-4 (`deeplabv3plus_*`, whose `*_rgb`
 variants take RGB for ZeroWaste-f, and `dense_attention_seg_*`) and the FCN baselines
 of section 8 (`fcn*s_vgg16`) are single modules with flat fields, so every override
-(`attention='none'`, `num_classes`, `stage_sizes`, ...) goes to that one module.
+(`attention='none'`, `num_classes`, `stage_sizes`, ...) goes to that one module; so
+are the GCN and RefineNet baselines of section 10 (`gcn_*`, `refinenet_*`).
 """
 import dataclasses
 import functools
@@ -19,7 +26,8 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from fanet_jax.models import deeplab, dense_attention, fanet, fcn
+from fanet_jax.models import deeplab, dense_attention, fanet, fcn, gcn, refinenet
+from fanet_jax.models import focalnet
 from fanet_jax.models.classifier import ImageClassifier
 from fanet_jax.models.segmentor import EncoderDecoder
 from fanet_jax.models.upernet import FCNHead, UPerHead
@@ -81,6 +89,27 @@ def _single(cls: type, variant: dict, **overrides) -> nn.Module:
   return cls(**{**variant, **kw})
 
 
+def _focalnet_classifier(variant: dict, **overrides) -> nn.Module:
+  kw = _route(overrides, {'backbone': focalnet.FocalNet,
+                          'classifier': focalnet.FocalNetClassifier})
+  return focalnet.FocalNetClassifier(focalnet.FocalNet(**{**variant, **kw['backbone']}),
+                                     **kw['classifier'])
+
+
+def _focalnet_upernet(variant: dict, segmentation: dict, channels: int,
+                      aux_channels: int, use_auxiliary_head: bool = True,
+                      **overrides) -> nn.Module:
+  # `segmentation`: the backbone fields the release's UperNet configs change.
+  kw = _route(overrides, {'backbone': focalnet.FocalNet, 'decode_head': UPerHead,
+                          'auxiliary_head': FCNHead, 'segmentor': EncoderDecoder},
+              builder_keys=('use_auxiliary_head',))
+  backbone = focalnet.FocalNet(**{**variant, **segmentation, **kw['backbone']})
+  aux = (FCNHead(**{'channels': aux_channels, **kw['auxiliary_head']})
+         if use_auxiliary_head else None)
+  return EncoderDecoder(backbone, UPerHead(**{'channels': channels, **kw['decode_head']}),
+                        aux, **kw['segmentor'])
+
+
 # The name table. Head channels: 256 as in the paper; 64 / 16 for the CPU variants.
 _MODELS = {
     'fanet_tiny': functools.partial(_backbone, fanet.TINY),
@@ -92,6 +121,19 @@ _MODELS = {
     'fanet_test': functools.partial(_backbone, fanet.TEST),
     'fanet_test_classifier': functools.partial(_classifier, fanet.TEST),
     'fanet_test_upernet': functools.partial(_upernet, fanet.TEST, 16),
+    # FocalNet (docs/models.md section 9): `*_lrf` are the ImageNet classifiers; the
+    # segmentors take the release's UperNet config (heads 512 / auxiliary 256).
+    'focalnet_tiny_lrf': functools.partial(_focalnet_classifier, focalnet.TINY_LRF),
+    'focalnet_tiny_lrf_upernet': functools.partial(
+        _focalnet_upernet, focalnet.TINY_LRF, focalnet.SEGMENTATION, 512, 256),
+    'focalnet_base_lrf': functools.partial(_focalnet_classifier, focalnet.BASE_LRF),
+    'focalnet_base_lrf_upernet': functools.partial(
+        _focalnet_upernet, focalnet.BASE_LRF, focalnet.SEGMENTATION, 512, 256),
+    'focalnet_test': functools.partial(_single, focalnet.FocalNet, focalnet.TEST),
+    'focalnet_test_classifier': functools.partial(_focalnet_classifier, focalnet.TEST),
+    'focalnet_test_upernet': functools.partial(
+        _focalnet_upernet, focalnet.TEST,
+        dict(focalnet.SEGMENTATION, focal_windows=(5, 5, 5, 5)), 16, 8),
     # Depth input, 3 classes (docs/models.md section 3); micro / test: narrow CPU variants.
     'deeplabv3plus_r50': functools.partial(_single, deeplab.DeepLabV3Plus, deeplab.R50),
     'deeplabv3plus_micro': functools.partial(_single, deeplab.DeepLabV3Plus,
@@ -120,6 +162,11 @@ _MODELS = {
                                      dict(fcn.VGG16_FULL, prediction_stride=8)),
     'fcn8s_test': functools.partial(_single, fcn.FCN,
                                     dict(fcn.TEST, prediction_stride=8)),
+    # GCN (k = 9) and RefineNet on ResNet-50, depth input (docs/models.md section 10).
+    'gcn_r50': functools.partial(_single, gcn.GlobalConvNet, gcn.R50),
+    'gcn_test': functools.partial(_single, gcn.GlobalConvNet, gcn.TEST),
+    'refinenet_r50': functools.partial(_single, refinenet.RefineNet, refinenet.R50),
+    'refinenet_test': functools.partial(_single, refinenet.RefineNet, refinenet.TEST),
 }
 
 

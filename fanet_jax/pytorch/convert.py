@@ -23,6 +23,15 @@ models (`fcn*s_vgg16`): `features.*` by a rename (the RGB stem summed likewise),
 Linear fc6 / fc7 (`classifier.0` / `classifier.3`) reshaped into convs
 (`names.vgg_fc_to_conv`); `classifier.6` is reported unused.
 
+FocalNet (docs/models.md section 9): the release's checkpoints ({'model': state dict})
+convert by a rename, `focalnet_tiny_lrf` / `focalnet_base_lrf` for the ImageNet
+classifiers, `focalnet_*_lrf_upernet` for its mmseg segmentors. `focalnet_tiny_lrf_backbone`
+(and `_base_`, `focalnet_test_backbone`) reads a classifier checkpoint into the
+`backbone` of the matching UperNet segmentor, as the release's segmentation loader
+does: focal kernels zero-padded to the segmentor's (`names.pad_focal_kernel`), the
+per-stage output norms `norm{i}` left at their init (ones, zeros) with a warning,
+`norm.*` / `head.*` reported unused.
+
 The Orbax output is what `launch.py --set init_from=DIR` reads
 (`fanet_jax.pretrained`). Names and layouts are mapped in `names.py`; state-dict
 files are read and written by `state_dict.py` (`load_state_dict_file` and
@@ -46,6 +55,7 @@ from fanet_jax.pytorch.names import NUM_BATCHES_TRACKED, TORCHVISION_STEM, Table
 from fanet_jax.pytorch.names import TORCHVISION_VGG_FC, TORCHVISION_VGG_STEM
 from fanet_jax.pytorch.names import build_table, conv_to_vgg_fc, rgb_to_depth_stem
 from fanet_jax.pytorch.names import vgg_fc_to_conv
+from fanet_jax.pytorch.names import FOCALNET_OUT_NORM, pad_focal_kernel
 from fanet_jax.pytorch.names import to_flax_layout, to_torch_layout
 from fanet_jax.pytorch.state_dict import ConvertError, check_writable
 from fanet_jax.pytorch.state_dict import load_state_dict_file, save_state_dict_file
@@ -64,6 +74,12 @@ TORCHVISION_RESNETS = {'resnet50_torchvision': 'dense_attention_seg_r50',
 # fcn32s_vgg16, fcn16s_vgg16 and fcn8s_vgg16.
 TORCHVISION_VGGS = {'vgg16_torchvision': 'fcn8s_vgg16', 'vgg16': 'fcn8s_vgg16'}
 TORCHVISION = {**TORCHVISION_RESNETS, **TORCHVISION_VGGS}
+# The release's FocalNet ImageNet checkpoints -> the `backbone` of a FocalNet segmentor.
+FOCALNET_BACKBONES = {'focalnet_tiny_lrf_backbone': 'focalnet_tiny_lrf_upernet',
+                      'focalnet_base_lrf_backbone': 'focalnet_base_lrf_upernet',
+                      'focalnet_test_backbone': 'focalnet_test_upernet'}
+# Converter names that fill only the `backbone` subtree of their factory model.
+BACKBONE_ONLY = {**TORCHVISION, **FOCALNET_BACKBONES}
 
 
 class ConvertWarning(UserWarning):
@@ -89,7 +105,7 @@ def _cached_table(name: str, items: tuple) -> Table:
 
 
 def _table(name: str, model_kwargs: dict) -> Table:
-  target = TORCHVISION.get(name, name)
+  target = BACKBONE_ONLY.get(name, name)
   try:
     model = models.create(target, **model_kwargs)
   except ValueError as e:
@@ -101,8 +117,8 @@ def _table(name: str, model_kwargs: dict) -> Table:
       lambda: model.init(rngs, jnp.zeros((1, 64, 64, channels)), train=True))
   flat = {(c,) + k: v for c in pretrained.COLLECTIONS
           for k, v in traverse_util.flatten_dict(dict(shapes.get(c, {}))).items()}
-  if name in TORCHVISION:
-    # Only the encoder; torchvision's names have no `backbone.` prefix.
+  if name in BACKBONE_ONLY:
+    # Only the encoder; torchvision's (and a classifier's) names have no `backbone.`.
     flat = {k: v for k, v in flat.items() if k[1] == 'backbone'}
     return build_table(flat, drop_backbone_prefix=True)
   return build_table(flat, drop_backbone_prefix=isinstance(model, ImageClassifier))
@@ -121,7 +137,10 @@ def from_torch_state_dict(name: str, state_dict: Mapping[str, np.ndarray], *,
       'fanet_tiny_upernet'; or a key of `TORCHVISION_RESNETS` ('resnet50_torchvision'):
       a torchvision ImageNet ResNet into the `backbone` of the depth models, the RGB
       stem summed into the depth channel; or of `TORCHVISION_VGGS`
-      ('vgg16_torchvision'): likewise a VGG-16, its fc6 / fc7 reshaped into convs.
+      ('vgg16_torchvision'): likewise a VGG-16, its fc6 / fc7 reshaped into convs;
+      or of `FOCALNET_BACKBONES` ('focalnet_tiny_lrf_backbone'): a FocalNet
+      ImageNet checkpoint into the `backbone` of its UperNet segmentor, focal
+      kernels zero-padded, output norms at their init (listed in a warning).
     state_dict: reference name -> array (numpy or anything np.asarray takes).
     strict: missing keys are an error; when False they are warned about and left
       out of the result.
@@ -130,14 +149,23 @@ def from_torch_state_dict(name: str, state_dict: Mapping[str, np.ndarray], *,
   Returns:
     {'params', 'batch_stats'}: nested dicts of numpy arrays with exactly the shapes
     and dtypes of the model's variables (`fanet_tiny`: the bare backbone tree;
-    torchvision ResNets and VGGs: only the `backbone` subtree, for `pretrained.merge`).
+    torchvision ResNets and VGGs, `FOCALNET_BACKBONES`: only the `backbone` subtree,
+    for `pretrained.merge`).
 
   Raises:
     ConvertError: missing keys (strict) or shape mismatches, every one listed.
   """
   table = reference_table(name, model_kwargs)
   flat, missing, mismatched = {}, [], []
+  at_init = []
   for e in table.entries:
+    if e.name not in state_dict and name in FOCALNET_BACKBONES and (
+        FOCALNET_OUT_NORM.fullmatch(e.name)):
+      # Not in a classifier; the release's loader keeps their init (ones, zeros).
+      init = np.ones if e.name.endswith('weight') else np.zeros
+      flat[(e.collection,) + e.path] = init(e.shape, e.dtype)
+      at_init.append(e.name)
+      continue
     if e.name not in state_dict:
       missing.append(e.name)
       continue
@@ -158,6 +186,9 @@ def from_torch_state_dict(name: str, state_dict: Mapping[str, np.ndarray], *,
   if missing:
     warnings.warn(f'{name}: ' + _listing('missing key(s) left out', missing),
                   ConvertWarning)
+  if at_init:
+    warnings.warn(f'{name}: ' + _listing('output norm key(s) at their init', at_init),
+                  ConvertWarning)
   variables = traverse_util.unflatten_dict(flat)
   return {c: variables.get(c, {}) for c in pretrained.COLLECTIONS}
 
@@ -170,6 +201,8 @@ def _from_torchvision(name: str, entry, array: np.ndarray) -> np.ndarray:
     return rgb_to_depth_stem(array, entry.torch_shape)
   if name in TORCHVISION_VGGS and entry.name in TORCHVISION_VGG_FC:
     return vgg_fc_to_conv(array, entry.torch_shape)
+  if name in FOCALNET_BACKBONES and '.focal_layers.' in entry.name:
+    return pad_focal_kernel(array, entry.torch_shape)
   return array
 
 
@@ -226,7 +259,9 @@ def _parse(argv):
                       'resnet50_torchvision_rgb / resnet101_torchvision_rgb -> the RGB '
                       'DeepLabv3+ backbones; '
                       'or vgg16_torchvision (alias vgg16): torchvision ImageNet '
-                      'VGG-16 -> the FCN models\' backbone')
+                      'VGG-16 -> the FCN models\' backbone; or focalnet_tiny_lrf_backbone '
+                      '(base, test): a FocalNet ImageNet checkpoint -> the backbone of '
+                      'focalnet_tiny_lrf_upernet')
   parser.add_argument('--input', required=True,
                       help='--to flax: a .pth/.pth.tar/.pt, .safetensors or .npz state '
                       'dict; --to torch: a variables checkpoint or a run\'s workdir')

@@ -12,7 +12,10 @@ name from a few rules, and the resulting table is checked to be one-to-one.
   torchvision ResNets (the depth models' encoder, `models/resnet.py`): `layer{s}_{b}` ->
   `layer{s}.{b}`, `downsample_{i}` -> `downsample.{i}`; torchvision's VGG-16 (FCN's
   encoder, `models/fcn.py`): `features_{i}` -> `features.{i}`, and the
-  convolutionalised `fc6` / `fc7` -> `classifier.0` / `classifier.3`;
+  convolutionalised `fc6` / `fc7` -> `classifier.0` / `classifier.3`; FocalNet
+  (`models/focalnet.py`): `layers_{i}_blocks_{j}` -> `layers.{i}.blocks.{j}`,
+  `layers_{i}_downsample` -> `layers.{i}.downsample`, `focal_layers_{k}` ->
+  `focal_layers.{k}.0`;
 - leaves: `kernel` / `scale` -> `weight`, `bias` -> `bias`; BatchNorm statistics
   (collection `batch_stats`) `mean` / `var` -> `running_mean` / `running_var`; every
   BatchNorm also has a `num_batches_tracked` buffer, which Flax does not keep;
@@ -51,6 +54,9 @@ _SEGMENT_RULES = tuple((re.compile(p), r) for p, r in (
     (r'features_(\d+)', r'features.\1'),            # torchvision VGG's conv Sequential
     (r'fc6', r'classifier.0'),                       # torchvision VGG's Linear layers,
     (r'fc7', r'classifier.3'),                       # as convs in FCN (`vgg_fc_to_conv`)
+    (r'layers_(\d+)_blocks_(\d+)', r'layers.\1.blocks.\2'),    # FocalNet's stages,
+    (r'layers_(\d+)_downsample', r'layers.\1.downsample'),
+    (r'focal_layers_(\d+)', r'focal_layers.\1.0'),   # its Sequential(conv, GELU)
 ))
 # SCM's layers sit in the AFE itself in the reference.
 _SCM_NAMES = {'ctx_conv': 'ctx_conv', 'norm': 'norm3'}
@@ -153,8 +159,8 @@ class Table:
 
 # Top-level modules in the order the reference defines them; the rest keeps the Flax
 # tree's order.
-_TOP_ORDER = ('backbone', 'downsample_layers', 'stages', 'norm', 'head', 'decode_head',
-              'auxiliary_head')
+_TOP_ORDER = ('backbone', 'downsample_layers', 'stages', 'patch_embed', 'layers', 'norm',
+              'head', 'decode_head', 'auxiliary_head')
 
 
 def _in_reference_order(names: list) -> list:
@@ -256,3 +262,36 @@ def conv_to_vgg_fc(array: np.ndarray) -> np.ndarray:
   """The inverse of `vgg_fc_to_conv`: an OIHW kernel as a Linear weight (O, I * H * W)."""
   array = np.asarray(array)
   return np.ascontiguousarray(array.reshape(array.shape[0], -1))
+
+
+# FocalNet: a release ImageNet checkpoint read into the segmentation backbone
+# (convert.py's FOCALNET_BACKBONES), as the release's segmentation/mmcv_custom/
+# checkpoint.py loads one: its per-stage output norms are not in the classifier.
+FOCALNET_OUT_NORM = re.compile(r'norm\d+\.(weight|bias)')
+
+
+def pad_focal_kernel(array: np.ndarray, torch_shape: tuple) -> np.ndarray:
+  """A depthwise focal kernel (C, 1, k, k) zero-padded on every side to (C, 1, K, K).
+
+  Convolved with padding K // 2 instead of k // 2, the padded kernel gives exactly the
+  small one's output: the added taps are zero and the centre stays on the same pixel.
+  The release's segmentation backbone (focal window 9: kernels 9, 11, 13) starts so
+  from its classifiers (window 3: kernels 3, 5, 7).
+
+  Args:
+    array: the checkpoint's kernel (OIHW).
+    torch_shape: the model's kernel shape (OIHW).
+
+  Returns:
+    `array` padded to `torch_shape` when it is a smaller square kernel of the same
+    channels with an even size difference; otherwise `array` unchanged (a mismatch is
+    reported by the caller).
+  """
+  array, torch_shape = np.asarray(array), tuple(torch_shape)
+  if (array.ndim != 4 or len(torch_shape) != 4 or array.shape[:2] != torch_shape[:2]
+      or array.shape[2] != array.shape[3] or torch_shape[2] != torch_shape[3]):
+    return array
+  d = torch_shape[2] - array.shape[2]
+  if d <= 0 or d % 2:
+    return array
+  return np.pad(array, ((0, 0), (0, 0), (d // 2, d // 2), (d // 2, d // 2)))
