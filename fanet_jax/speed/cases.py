@@ -58,6 +58,19 @@ CASES = {
                                       paper_ms=53.7, paper_hardware='GTX Titan Xp'),
     'deeplabv3plus_infer': Case('deeplabv3plus_r50', 1, (480, 640), 1,
                                 paper_ms=47.8, paper_hardware='GTX Titan Xp'),
+    # The other rows of DenseAttentionSeg's Table 2 (depth, 640x480) ...
+    'fcn32s_infer': Case('fcn32s_vgg16', 1, (480, 640), 1, paper_ms=35.4,
+                         paper_hardware='GTX Titan Xp'),
+    'fcn16s_infer': Case('fcn16s_vgg16', 1, (480, 640), 1, paper_ms=35.6,
+                         paper_hardware='GTX Titan Xp'),
+    'fcn8s_infer': Case('fcn8s_vgg16', 1, (480, 640), 1, paper_ms=33.5,
+                        paper_hardware='GTX Titan Xp'),
+    'gcn_infer': Case('gcn_r50', 1, (480, 640), 1),
+    'refinenet_infer': Case('refinenet_r50', 1, (480, 640), 1),
+    # ... and of FANet's Tables 1 and 3 (ZeroWaste-f, 512x512 crops; no latencies there).
+    'deeplabv3plus_rgb_infer': Case('deeplabv3plus_r50_rgb', 1, (512, 512)),
+    'focalnet_tiny_upernet_infer': Case('focalnet_tiny_lrf_upernet', 1, (512, 512)),
+    'focalnet_base_upernet_infer': Case('focalnet_base_lrf_upernet', 1, (512, 512)),
 }
 PIPELINE_CASE = 'input_pipeline'
 TRAIN_CASE = 'fanet_upernet_train'  # whose consumption the input pipeline is set against
@@ -69,10 +82,10 @@ def _create(case: Case, dtype=None, plain: bool = False):
   models have a conv_impl and remat_stages), whose multiply-adds are the model's."""
   from fanet_jax import models  # pylint: disable=import-outside-toplevel
   overrides = {}
-  if case.model.startswith('fanet'):
+  if case.model.startswith(('fanet', 'focalnet')):
     overrides['conv_impl'] = 'lax' if plain else 'fast'
-    if plain:
-      overrides['remat_stages'] = ()
+  if case.model.startswith('fanet') and plain:
+    overrides['remat_stages'] = ()
   if dtype is not None:
     overrides['dtype'] = dtype
   return models.create(case.model, **overrides)
