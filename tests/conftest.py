@@ -1,5 +1,5 @@
-"""Test set-up: 8 fake CPU devices (for sharding tests), a compilation cache, and the
-order of the files (the longest first).
+"""Test set-up: 8 fake CPU devices (for sharding tests), launch.py's XLA:CPU flags, a
+compilation cache, and the order of the files (the longest first).
 
 The first two must be set before jax is imported anywhere, which is why they live here.
 `jax_disable_most_optimizations` roughly halves XLA:CPU compile times of the small
@@ -11,6 +11,11 @@ import tempfile
 
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# launch.py's XLA:CPU flags, as the commands the tests call in-process would add them:
+# JAX hashes XLA_FLAGS into every compilation-cache key, so a flag added half-way
+# through a worker's tests made each later program miss the cache.
+from fanet_jax.runtime import xla_cpu  # noqa: E402  (imports no jax)
+xla_cpu.configure()
 
 import jax  # noqa: E402  (after the environment above)
 
