@@ -62,20 +62,28 @@ def test_the_recipe_trains_from_scratch_with_finite_losses(recipe, tmp_path):
   assert results['split'] == 'test' and results['step'] == 3
 
 
-def test_the_deeplabv3plus_recipe_trains_with_sgd_on_the_release_layout(recipe, tmp_path):
-  # FANet's Table 1 baseline: the same folder and pipeline, SGD + poly, batch 8, no
-  # warm-up (a first step at the full learning rate), narrow RGB DeepLabv3+ at OS8.
-  config = config_lib.apply_overrides(
-      config_lib.load_experiment('zerowaste_deeplabv3plus_r50'),
-      [f'manual_dir={recipe.manual_dir}', f'data_dir={recipe.data_dir}',
-       'model=deeplabv3plus_test_rgb', 'num_steps=2', 'eval_every=2',
-       'checkpoint_every=2', 'log_every=1', 'worker_count=0'])
+@pytest.mark.parametrize('experiment,model,first_lr', [
+    # FANet's Table 1 baseline: SGD + poly, batch 8, no warm-up (a first step at the
+    # full learning rate), narrow RGB DeepLabv3+ at output stride 8.
+    ('zerowaste_deeplabv3plus_r50', 'deeplabv3plus_test_rgb', 1e-2),
+    # Tables 1 and 3: FocalNet (LayerNorms, zero-padded patch embedding) on FANet's
+    # recipe, its warm-up starting at 1e-6 of the rate.
+    ('zerowaste_focalnet_tiny', 'focalnet_test_upernet', 9e-11)])
+def test_the_comparison_recipes_train_on_the_release_layout(recipe, tmp_path, experiment,
+                                                            model, first_lr):
+  config = config_lib.apply_overrides(config_lib.load_experiment(experiment), [
+      f'manual_dir={recipe.manual_dir}', f'data_dir={recipe.data_dir}', f'model={model}',
+      'num_steps=2', 'eval_every=2', 'checkpoint_every=2', 'log_every=1',
+      'worker_count=0'])
+  if model.startswith('focalnet'):
+    config = dataclasses.replace(config, model_kwargs={'conv_impl': 'lax'})
   workdir = str(tmp_path / 'run')
   results = trainer.train_and_evaluate(config, workdir, devices=jax.devices()[:1])
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     steps = [line for line in map(json.loads, f) if 'loss' in line]
   assert [line['step'] for line in steps] == [1, 2]
-  assert steps[0]['lr'] == pytest.approx(0.01)
+  assert steps[0]['lr'] == pytest.approx(first_lr, rel=1e-3)
   for line in steps:
     assert np.isfinite(line['loss']) and line['skipped_steps'] == 0, line
+    assert line['grad_norm'] < 100.0, line
   assert np.isfinite(results['mIoU']) and results['split'] == 'test'
