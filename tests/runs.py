@@ -9,6 +9,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from fanet_jax import config as config_lib
+from fanet_jax import train_step as train_step_lib
 from fanet_jax import trainer
 
 
@@ -42,6 +43,18 @@ def random_variables(model, channels: int, seed: int = 0) -> dict:
     fan_in = int(np.prod(leaf.shape[:-1]))
     return (rng.standard_normal(leaf.shape) / np.sqrt(fan_in)).astype(leaf.dtype)
   return jax.tree_util.tree_map_with_path(value, dict(shapes))
+
+
+def random_state(model, tx, channels: int = 3) -> train_step_lib.TrainState:
+  """A step-0 TrainState on the host from `random_variables` (no init compiled): the
+  optimiser state is zeros, which is what `tx.init` gives for AdamW."""
+  variables = random_variables(model, channels)
+  params = variables['params']
+  opt_state = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype),
+                           jax.eval_shape(tx.init, params))
+  return train_step_lib.TrainState(step=np.zeros((), np.int32), params=params,
+                                   batch_stats=variables.get('batch_stats', {}),
+                                   opt_state=opt_state)
 
 
 def make_run(workdir: str, config: config_lib.Config, step: int) -> dict:

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import runs
 from fanet_jax import models, sharding
 from fanet_jax.tasks import classification
 from fanet_jax import train_step as train_step_lib
@@ -32,10 +33,8 @@ def _model(dtype):
 
 @functools.lru_cache(maxsize=None)
 def _initial_state(tx, dtype):
-  """The initial state on the host, initialised once for every mesh."""
-  return jax.device_get(jax.jit(functools.partial(
-      train_step_lib.init_state, _model(dtype), tx, image_shape=(1, 32, 32, 3)))(
-          jax.random.key(0)))
+  """The initial state on the host, seeded with numpy once for every mesh."""
+  return runs.random_state(_model(dtype), tx)
 
 
 def _steps(accum_steps, mesh, tx, dtype=jnp.float32, num_steps=2):

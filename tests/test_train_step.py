@@ -5,6 +5,7 @@ import functools
 import jax
 import numpy as np
 
+import runs
 from fanet_jax import losses, models, optim, sharding
 from fanet_jax import train_step as train_step_lib
 
@@ -19,11 +20,8 @@ def _model_and_optimiser():
 
 
 def _initial_state():
-  """The initial train state, on the host: one init for both meshes."""
-  model, tx = _model_and_optimiser()
-  return jax.device_get(jax.jit(functools.partial(
-      train_step_lib.init_state, model, tx, image_shape=(1, 32, 32, 3)))(
-          jax.random.key(0)))
+  """The initial train state, on the host: one for both meshes, seeded with numpy."""
+  return runs.random_state(*_model_and_optimiser())
 
 
 def _run(mesh, batch, num_steps, initial_state):
