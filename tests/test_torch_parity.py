@@ -88,7 +88,9 @@ def segmentor_forward(torch_segmentor):
                                                 _numpy(torch_segmentor))
 
 
-@pytest.mark.parametrize('height,width', [(224, 224), (200, 264)])
+# Sizes that are not multiples of 32 (padding, odd resizes); the classifier test below
+# runs at 224x224. Each size is a compile of the full FANet-tiny segmentor.
+@pytest.mark.parametrize('height,width', [(200, 264)])
 def test_segmentor_and_backbone_match_the_reference(torch_segmentor, segmentor_forward,
                                                     height, width):
   images = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(3))
