@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import model_shapes
 from fanet_jax import models
 from fanet_jax.models import dense_attention as da
 from fanet_jax.models import resnet
@@ -21,18 +22,7 @@ def _variables_shape(model, shape):
   return jax.eval_shape(lambda: model.init(RNGS, jnp.zeros(shape)))
 
 
-def _random_variables(model, shape, seed=0):
-  """Variables from numpy: kernels ~ N(0, 1/fan_in), BN scale ~1, var 1."""
-  rng = np.random.default_rng(seed)
-
-  def fill(path, s):
-    name = path[-1].key
-    if name == 'var':
-      return jnp.ones(s.shape, s.dtype)
-    std = 1.0 / np.sqrt(np.prod(s.shape[:-1])) if name == 'kernel' else 0.1
-    value = std * rng.standard_normal(s.shape) + (1.0 if name == 'scale' else 0.0)
-    return jnp.asarray(value, s.dtype)
-  return jax.tree_util.tree_map_with_path(fill, _variables_shape(model, shape))
+_random_variables = model_shapes.numpy_variables
 
 
 # ---- parameter counts written out from the architecture -------------------------

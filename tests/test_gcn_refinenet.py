@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
+import model_shapes
 from fanet_jax import config as config_lib
 from fanet_jax import export, models, pretrained, trainer
 from fanet_jax.models import gcn, layers, refinenet
@@ -107,19 +108,7 @@ def test_torchvision_resnet50_conversion_fits_the_backbone(name):
 
 # ---- the test variants: shapes traced, one run each -------------------------------
 
-def _random_variables(model, shape, seed=0):
-  """Variables from numpy: kernels ~ N(0, 1/fan_in), biases 0.1 N(0, 1), BN var 1."""
-  rng = np.random.default_rng(seed)
-
-  def fill(path, s):
-    name = path[-1].key
-    if name == 'var':
-      return jnp.ones(s.shape, s.dtype)
-    std = 1.0 / np.sqrt(np.prod(s.shape[:-1])) if name == 'kernel' else 0.1
-    value = std * rng.standard_normal(s.shape) + (1.0 if name == 'scale' else 0.0)
-    return jnp.asarray(value, s.dtype)
-  return jax.tree_util.tree_map_with_path(
-      fill, jax.eval_shape(lambda: model.init(RNGS, jnp.zeros(shape))))
+_random_variables = model_shapes.numpy_variables
 
 
 @pytest.mark.parametrize('name', ['gcn_test', 'refinenet_test'])
