@@ -31,15 +31,6 @@ TEST = dict(widths=(8, 16, 32, 64), depths=(1, 1, 1, 1), kernel_sizes=(5, 5, 3, 
             drop_path_rate=0.1)
 
 
-def _impls(conv_impl: str) -> tuple[str, str]:
-  """Maps the backbone's conv_impl to (DepthwiseConv impl, GroupedConv impl)."""
-  if conv_impl == 'fast':
-    return 'shifted', 'matmul'
-  if conv_impl == 'lax':
-    return 'lax', 'lax'
-  raise ValueError(f"conv_impl must be 'fast' or 'lax', got {conv_impl!r}")
-
-
 class SCM(nn.Module):
   """Spatial context module: `LN(GELU(Conv7x7_groups4(x)))`, width unchanged.
 
@@ -58,7 +49,7 @@ class SCM(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     """Args: x (B, H, W, c). Returns: (B, H, W, c)."""
     y = layers.GroupedConv(x.shape[-1], self.kernel_size, self.groups,
-                           impl=_impls(self.conv_impl)[1], dtype=self.dtype,
+                           impl=layers.conv_impls(self.conv_impl)[1], dtype=self.dtype,
                            name='ctx_conv')(x)
     return layers.LayerNorm(dtype=self.dtype, name='norm')(layers.gelu(y))
 
@@ -87,7 +78,7 @@ class FRM(nn.Module):
     """Args: f (B, H, W, c). Returns: (B, H, W, c)."""
     if not (self.use_low or self.use_high):
       raise ValueError('FRM needs at least one of use_low, use_high')
-    c, impl = f.shape[-1], _impls(self.conv_impl)[0]
+    c, impl = f.shape[-1], layers.conv_impls(self.conv_impl)[0]
     dw = lambda name, strides=1: layers.DepthwiseConv(
         c, 3, strides=strides, padding=1, impl=impl, dtype=self.dtype, name=name)
     q = layers.resize_bilinear(dw('down', strides=2)(f), f.shape[1:3])
@@ -134,7 +125,7 @@ class AFE(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     """Args: x (B, H, W, C). Returns: (B, H, W, C)."""
     c, dtype = x.shape[-1], self.dtype
-    y = layers.DepthwiseConv(c, self.kernel_size, impl=_impls(self.conv_impl)[0],
+    y = layers.DepthwiseConv(c, self.kernel_size, impl=layers.conv_impls(self.conv_impl)[0],
                              dtype=dtype, name='dwconv')(x)
     x = x + layers.LayerNorm(dtype=dtype, name='norm1')(layers.gelu(y))
     x = layers.gelu(layers.conv2d(c // 2, 1, name='proj1', dtype=dtype,
@@ -170,7 +161,7 @@ class ConvMLP(nn.Module):
     c, hidden = x.shape[-1], x.shape[-1] * self.mlp_ratio
     h = layers.gelu(layers.conv2d(hidden, 1, name='fc1', dtype=self.dtype,
                                   impl=self.conv_impl)(x))
-    pos = layers.DepthwiseConv(hidden, 3, impl=_impls(self.conv_impl)[0],
+    pos = layers.DepthwiseConv(hidden, 3, impl=layers.conv_impls(self.conv_impl)[0],
                                dtype=self.dtype, name='pos')(h)
     h = h + layers.gelu(pos)
     return layers.conv2d(c, 1, name='fc2', dtype=self.dtype, impl=self.conv_impl)(h)

@@ -23,11 +23,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from fanet_jax.models import layers
 from fanet_jax.models.classifier import ImageClassifier
-from fanet_jax.models.ops.fast_ops import depthwise_shifted
 
 Dtype = Any
 # nn.LayerNorm's default, which the release uses everywhere (FANet's norms use 1e-6).
@@ -66,40 +64,10 @@ def _dense(features: int, name: str, dtype: Dtype) -> nn.Dense:
                   kernel_init=layers.trunc_normal(), name=name)
 
 
-class FocalConv(nn.Module):
-  """Depthwise k x k conv without bias, padding k // 2: one focal level's context conv.
-
-  Owns what `nn.Conv(feature_group_count=C, use_bias=False)` owns: `kernel`
-  (k, k, 1, C).
-
-  Attributes:
-    kernel_size: k.
-    conv_impl: 'fast' (shifted multiplies) or 'lax' (feature_group_count).
-    dtype: computation dtype; the kernel stays float32.
-  """
-  kernel_size: int
-  conv_impl: str = 'fast'
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """Args: x (B, H, W, C). Returns: (B, H, W, C)."""
-    k, c, pad = self.kernel_size, x.shape[-1], self.kernel_size // 2
-    kernel = self.param('kernel', layers.fan_in_uniform(k * k), (k, k, 1, c), jnp.float32)
-    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-    if self.conv_impl == 'fast':
-      return depthwise_shifted(x, kernel, 1, pad)
-    if self.conv_impl != 'lax':
-      raise ValueError(f"conv_impl must be 'fast' or 'lax', got {self.conv_impl!r}")
-    return lax.conv_general_dilated(x, kernel, (1, 1), ((pad, pad), (pad, pad)),
-                                    dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
-                                    feature_group_count=c)
-
-
 class FocalModulation(nn.Module):
   """Focal modulation: `proj(q * h(sum_l gate_l * ctx_l + gate_L * ctx_global))`.
 
-  `f` maps x to q (C), ctx (C) and L + 1 gates. Level l: ctx = GELU(FocalConv(ctx)),
+  `f` maps x to q (C), ctx (C) and L + 1 gates. Level l: ctx = GELU(DepthwiseConv(ctx)),
   kernel `focal_factor * l + focal_window`; the global context is GELU of the last
   level's mean over all pixels. `h` is a 1x1 conv with bias.
 
@@ -125,8 +93,12 @@ class FocalModulation(nn.Module):
     ctx_all = 0.0
     for level in range(levels):
       k = self.focal_factor * level + self.focal_window
-      ctx = layers.gelu(FocalConv(k, self.conv_impl, self.dtype,
-                                  name=f'focal_layers_{level}')(ctx))
+      # Depthwise, no bias, PyTorch's default init (the release leaves convs to it).
+      focal_conv = layers.DepthwiseConv(
+          c, k, impl=layers.conv_impls(self.conv_impl)[0], use_bias=False,
+          kernel_init=layers.fan_in_uniform(k * k), dtype=self.dtype,
+          name=f'focal_layers_{level}')
+      ctx = layers.gelu(focal_conv(ctx))
       ctx_all = ctx_all + ctx * gates[..., level:level + 1]
     # The mean over thousands of pixels in float32 (bf16 would lose precision).
     ctx_global = jnp.mean(ctx.astype(jnp.float32), axis=(1, 2), keepdims=True)

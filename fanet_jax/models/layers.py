@@ -164,8 +164,24 @@ class DropPath(nn.Module):
     return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
+def conv_impls(conv_impl: str) -> tuple[str, str]:
+  """Maps a backbone's `conv_impl` to (DepthwiseConv impl, GroupedConv impl).
+
+  Args:
+    conv_impl: 'fast' (the formulations XLA:CPU runs fast) or 'lax' (XLA convolutions).
+
+  Returns:
+    ('shifted', 'matmul') or ('lax', 'lax').
+  """
+  if conv_impl == 'fast':
+    return 'shifted', 'matmul'
+  if conv_impl == 'lax':
+    return 'lax', 'lax'
+  raise ValueError(f"conv_impl must be 'fast' or 'lax', got {conv_impl!r}")
+
+
 class DepthwiseConv(nn.Module):
-  """Depthwise k x k conv with bias; parameters as `nn.Conv(feature_group_count=C)`.
+  """Depthwise k x k conv; parameters as `nn.Conv(feature_group_count=C)`.
 
   Attributes:
     features: channels (input = output).
@@ -174,6 +190,8 @@ class DepthwiseConv(nn.Module):
     padding: symmetric padding, k//2 when None (PyTorch's convention).
     impl: 'shifted' (sum of k*k strided slices times the kernel taps; fast on
       XLA:CPU) or 'lax' (`conv_general_dilated` with feature_group_count).
+    use_bias: add a bias (zeros at init); FocalNet's focal convs have none.
+    kernel_init: the kernel's initializer (trunc normal 0.02, FANet's).
     dtype: computation dtype; parameters stay float32.
   """
   features: int
@@ -181,6 +199,8 @@ class DepthwiseConv(nn.Module):
   strides: int = 1
   padding: Optional[int] = None
   impl: str = 'shifted'
+  use_bias: bool = True
+  kernel_init: Callable = trunc_normal()
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -188,18 +208,21 @@ class DepthwiseConv(nn.Module):
     """Args: x (B, H, W, C). Returns: (B, H', W', C), H' = (H + 2p - k)//s + 1."""
     k, s, c = self.kernel_size, self.strides, self.features
     pad = k // 2 if self.padding is None else self.padding
-    kernel = self.param('kernel', trunc_normal(), (k, k, 1, c), jnp.float32)
-    bias = self.param('bias', nn.initializers.zeros, (c,), jnp.float32)
-    x, kernel, bias = (a.astype(self.dtype) for a in (x, kernel, bias))
+    kernel = self.param('kernel', self.kernel_init, (k, k, 1, c), jnp.float32)
+    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
     if self.impl == 'lax':
       y = lax.conv_general_dilated(x, kernel, (s, s), ((pad, pad), (pad, pad)),
                                    dimension_numbers=_DIMENSION_NUMBERS,
                                    feature_group_count=c)
-      return y + bias
-    if self.impl != 'shifted':
+    elif self.impl == 'shifted':
+      y = depthwise_shifted(x, kernel, s, pad)
+    else:
       raise ValueError(f"DepthwiseConv impl must be 'shifted' or 'lax', "
                        f'got {self.impl!r}')
-    return depthwise_shifted(x, kernel, s, pad) + bias
+    if not self.use_bias:
+      return y
+    return y + self.param('bias', nn.initializers.zeros, (c,), jnp.float32).astype(
+        self.dtype)
 
 
 class GroupedConv(nn.Module):
