@@ -110,7 +110,7 @@ def export_config(config, onnx: bool):
   kwargs = dict(config.model_kwargs)
   if onnx and config.model.startswith('fanet'):
     kwargs['conv_impl'] = 'lax'
-  if onnx and config.model.startswith('dense_attention_seg'):
+  if onnx and config.model.startswith(('dense_attention_seg', 'gcn')):
     kwargs['deconv_impl'] = 'lax'
   return dataclasses.replace(config, compute_dtype='float32', model_kwargs=kwargs)
 

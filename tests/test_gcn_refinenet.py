@@ -147,12 +147,12 @@ def test_gcn_decoder_follows_fig2():
     apply = lambda module, name, x: module.apply({'params': params[name]}, x)
     x = levels[4]
     for s in (3, 2, 1):
-      up = layers.resize_bilinear(apply(gcn.Deconv(CLASSES), f'deconv_{s + 1}', x),
+      up = layers.resize_bilinear(apply(gcn.deconv(CLASSES), f'deconv_{s + 1}', x),
                                   levels[s].shape[1:3])
       x = apply(gcn.BoundaryRefinement(), f'fuse_br_{s}', up + levels[s])
     for i in (1, 2):
       x = apply(gcn.BoundaryRefinement(), f'up_br_{i}',
-                apply(gcn.Deconv(CLASSES), f'up_deconv_{i}', x))
+                apply(gcn.deconv(CLASSES), f'up_deconv_{i}', x))
     return x
   levels = {s: out(inter[f'br_{s}']) for s in range(1, 5)}
   np.testing.assert_allclose(logits, decode(params, levels), rtol=1e-4, atol=1e-4)
@@ -222,9 +222,10 @@ def test_boundary_refinement_is_a_residual():
                              rtol=1e-5, atol=1e-5)
 
 
-def test_bilinear_deconv_is_a_x2_resize_inside_the_border():
+@pytest.mark.parametrize('impl', ['parity', 'lax'])
+def test_bilinear_deconv_is_a_x2_resize_inside_the_border(impl):
   x = _normal((1, 5, 6, 3))
-  module = gcn.Deconv(3)
+  module = gcn.deconv(3, impl)
   y = module.apply(module.init(jax.random.key(0), x), x)
   assert y.shape == (1, 10, 12, 3)
   np.testing.assert_allclose(y[:, 1:-1, 1:-1], layers.resize_bilinear(x, (10, 12))[

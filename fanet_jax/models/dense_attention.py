@@ -23,7 +23,7 @@ Readings of the spec written down here:
   (480x640 included) these resizes are identities.
 - The paper's network ends in a softmax; this module returns the logits.
 """
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -162,12 +162,15 @@ class ConvTranspose(nn.Module):
     kernel_size: 3 (stride 1) or 4 (stride 2).
     strides: up-sampling factor, 1 or 2.
     impl: 'parity' (fast) or 'lax' (`lax.conv_transpose`); same numbers.
+    kernel_init: the kernel's initializer (Kaiming normal over fan_out; GCN's
+      deconvolutions start as bilinear up-sampling).
     dtype: computation dtype; parameters stay float32.
   """
   features: int
   kernel_size: int
   strides: int
   impl: str = 'parity'
+  kernel_init: Callable = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -179,9 +182,8 @@ class ConvTranspose(nn.Module):
                        f'got {(k, s)}')
     if self.impl not in ('parity', 'lax'):
       raise ValueError(f"ConvTranspose impl must be 'parity' or 'lax', got {self.impl!r}")
-    kernel = self.param('kernel', nn.initializers.variance_scaling(2.0, 'fan_out',
-                                                                   'normal'),
-                        (k, k, x.shape[-1], self.features), jnp.float32)
+    kernel = self.param('kernel', self.kernel_init, (k, k, x.shape[-1], self.features),
+                        jnp.float32)
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
     # lax pads the stride-dilated input: PyTorch's padding 1 is k - 2 there.
     pad = ((k - 2, k - 2),) * 2

@@ -19,18 +19,16 @@ bilinearly to its size, and the logits to the input size. The encoder is `backbo
 the same tree as `dense_attention_seg_r50`'s, so a `resnet50_torchvision` conversion
 loads into it. The model returns logits, and `(logits, None)` in training.
 """
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
-from fanet_jax.models import layers, resnet
+from fanet_jax.models import dense_attention, layers, resnet
 
 Dtype = Any
-_DN = ('NHWC', 'HWIO', 'NHWC')
 
 # Variants: GlobalConvNet field values. R50: the baseline (the defaults, k = 9).
 R50 = dict(resnet.R50, kernel_size=9)
@@ -70,24 +68,23 @@ def bilinear_kernel(shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
   return jnp.asarray(kernel, dtype)
 
 
-class Deconv(nn.Module):
-  """x2 transposed conv without bias, sized as PyTorch `ConvTranspose2d(4, 2, padding=1)`.
+def deconv(features: int, impl: str = 'parity', dtype: Dtype = jnp.float32,
+           name: Optional[str] = None) -> nn.Module:
+  """The x2 deconvolution: DenseAttentionSeg's `ConvTranspose` (PyTorch's
+  `ConvTranspose2d(4, 2, padding=1)`, no bias) starting from `bilinear_kernel`.
 
-  Attributes:
+  Args:
     features: output channels.
+    impl: 'parity' (fast on XLA:CPU) or 'lax' (ONNX `ConvTranspose`); same numbers.
     dtype: computation dtype; the kernel (4, 4, C_in, features) stays float32.
-  """
-  features: int
-  dtype: Dtype = jnp.float32
+    name: submodule name.
 
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """Args: x (B, H, W, C). Returns: (B, 2H, 2W, features)."""
-    kernel = self.param('kernel', lambda key, s: bilinear_kernel(s),
-                        (4, 4, x.shape[-1], self.features))
-    # lax pads the stride-dilated input: PyTorch's padding 1 is k - 2 = 2 there.
-    return lax.conv_transpose(x.astype(self.dtype), kernel.astype(self.dtype), (2, 2),
-                              ((2, 2), (2, 2)), dimension_numbers=_DN)
+  Returns:
+    The module: (B, H, W, C) -> (B, 2H, 2W, features).
+  """
+  return dense_attention.ConvTranspose(
+      features, 4, 2, impl, kernel_init=lambda key, shape, dtype=jnp.float32:
+      bilinear_kernel(shape, dtype), dtype=dtype, name=name)
 
 
 class GCN(nn.Module):
@@ -142,6 +139,8 @@ class GlobalConvNet(nn.Module):
     in_channels: input channels (1: depth).
     stage_sizes, base_width: the ResNet encoder's fields.
     kernel_size: k of the GCN modules (9).
+    deconv_impl: how the deconvolutions are computed ('parity' or 'lax'; the same
+      parameters and numbers, `dense_attention.ConvTranspose`).
     dtype: computation dtype; parameters stay float32.
   """
   num_classes: int = 3
@@ -149,6 +148,7 @@ class GlobalConvNet(nn.Module):
   stage_sizes: Sequence[int] = (3, 4, 6, 3)
   base_width: int = 64
   kernel_size: int = 9
+  deconv_impl: str = 'parity'
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -167,12 +167,12 @@ class GlobalConvNet(nn.Module):
         for s in range(1, 5)}
     x = scores[4]
     for s in (3, 2, 1):
-      up = Deconv(c, dt, name=f'deconv_{s + 1}')(x)
+      up = deconv(c, self.deconv_impl, dt, name=f'deconv_{s + 1}')(x)
       # A pixel short or over at sizes not divisible by 32; identity otherwise.
       up = layers.resize_bilinear(up, scores[s].shape[1:3])
       x = BoundaryRefinement(dt, name=f'fuse_br_{s}')(up + scores[s])
     for i in (1, 2):
-      x = Deconv(c, dt, name=f'up_deconv_{i}')(x)
+      x = deconv(c, self.deconv_impl, dt, name=f'up_deconv_{i}')(x)
       x = BoundaryRefinement(dt, name=f'up_br_{i}')(x)
     logits = layers.resize_bilinear(x, images.shape[1:3])
     return (logits, None) if train else logits
