@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import model_shapes
+import runs
 from fanet_jax import models
 from fanet_jax.models import dense_attention as da
 from fanet_jax.models import resnet
@@ -22,7 +22,6 @@ def _variables_shape(model, shape):
   return jax.eval_shape(lambda: model.init(RNGS, jnp.zeros(shape)))
 
 
-_random_variables = model_shapes.numpy_variables
 
 
 # ---- parameter counts written out from the architecture -------------------------
@@ -258,7 +257,7 @@ def test_tiny_models_run_and_the_ablation_removes_attention():
   shape = (2, 32, 48, 1)
   images = jnp.asarray(np.random.default_rng(1).normal(size=shape), jnp.float32)
   reference = models.create('dense_attention_seg_test')
-  variables = _random_variables(reference, shape)
+  variables = runs.random_variables(reference, shape[-1])
   outputs = {}
   for mode in ('residual', 'multiplicative', 'none'):
     model = models.create('dense_attention_seg_test', attention=mode)
@@ -283,7 +282,7 @@ def test_tiny_models_run_and_the_ablation_removes_attention():
 def test_tiny_deeplab_runs():
   shape = (2, 32, 48, 1)
   model = models.create('deeplabv3plus_test')
-  variables = _random_variables(model, shape)
+  variables = runs.random_variables(model, shape[-1])
   images = jnp.asarray(np.random.default_rng(1).normal(size=shape), jnp.float32)
   logits = jax.jit(model.apply)(variables, images)
   assert logits.shape == shape[:3] + (3,) and np.all(np.isfinite(logits))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-import model_shapes
+import runs
 from fanet_jax import config as config_lib
 from fanet_jax import export, models, pretrained, trainer
 from fanet_jax.models import gcn, layers, refinenet
@@ -108,7 +108,6 @@ def test_torchvision_resnet50_conversion_fits_the_backbone(name):
 
 # ---- the test variants: shapes traced, one run each -------------------------------
 
-_random_variables = model_shapes.numpy_variables
 
 
 @pytest.mark.parametrize('name', ['gcn_test', 'refinenet_test'])
@@ -128,7 +127,7 @@ def _run(name, hw=(40, 56)):
   """One jitted eval run of a test variant: (logits, params, intermediates, out)."""
   model = models.create(name)
   images = _normal((1, *hw, 1))
-  variables = _random_variables(model, images.shape)
+  variables = runs.random_variables(model, images.shape[-1])
   logits, state = jax.jit(functools.partial(
       model.apply, capture_intermediates=True, mutable=['intermediates']))(
           variables, images)
